@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Each installs what is missing, builds, runs.
+# PY: the interpreter whose torch we build against (default: the project .venv, made by setup).
+SHELL := /bin/bash
+PY ?= .venv/bin/python
+BUILD ?= build
+JOBS ?= $(shell nproc)
+SETUP ?= scripts/setup_env.sh
+CMAKE_GENERATOR ?= $(if $(shell command -v ninja),Ninja,Unix Makefiles)
+
+.PHONY: all setup configure build python test demo format clean
+
+all: build
+
+setup:
+	@$(SETUP)
+
+configure: setup
+	@cmake -S . -B $(BUILD) -G "$(CMAKE_GENERATOR)" -DPython_EXECUTABLE=$(abspath $(PY)) \
+	  -DSTEADYSTEP_BUILD_TESTS=ON -DSTEADYSTEP_BUILD_PYTHON=ON > $(BUILD).configure.log \
+	  || { cat $(BUILD).configure.log; exit 1; }
+	@grep -E "steadystep:|CUDA compiler identification" $(BUILD).configure.log || true
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The Python package, editable, from the same build (setup.py drives CMake; nothing recompiles).
+python: build
+	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation --no-deps -e .
+
+test: python
+	PY=$(PY) BUILD=$(BUILD) scripts/run_tests.sh
+
+demo: build
+	$(BUILD)/examples/cpp/train_cosine
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.h' '*.cu' '*.cuh')
+
+clean:
+	rm -rf $(BUILD) $(BUILD).configure.log python/steadystep/_C*.so python/steadystep/libsteadystep.so*

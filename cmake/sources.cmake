@@ -1,0 +1,24 @@
+# NOTE [One list of sources]: this is the only list of what libsteadystep is made of. The CMake
+# build compiles it; setup.py drives this same CMake build and packages its output, so no
+# source can be compiled by one build and forgotten by the other.
+set(STEADYSTEP_SOURCES
+  # Layer 1: schedule math (no torch::optim)
+  csrc/schedules/cosine_annealing.cpp
+  # Layer 2: op schemas, composite ops and CPU/Meta kernels
+  csrc/ops/schemas.cpp
+  csrc/ops/get_total_norm.cpp
+  csrc/cpu/total_norm_kernel.cpp
+  csrc/meta/total_norm_meta.cpp
+  # Layer 3: the C++ frontend
+  csrc/lr_scheduler.cpp
+  csrc/cosine_annealing_lr.cpp
+)
+list(TRANSFORM STEADYSTEP_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")
+
+# Compiled only with STEADYSTEP_WITH_CUDA. The .cu files include no ATen headers (fast nvcc);
+# the .cpp beside them is the torch-facing side (dispatcher registration, streams, allocation).
+set(STEADYSTEP_CUDA_SOURCES
+  cuda/total_norm.cu
+  cuda/total_norm_cuda.cpp
+)
+list(TRANSFORM STEADYSTEP_CUDA_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")

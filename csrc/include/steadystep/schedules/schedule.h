@@ -1,0 +1,34 @@
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace steadystep::schedules {
+
+/// What a schedule sees when it is asked for the next learning rates. It mirrors the fields
+/// of PyTorch's Python `LRScheduler` that its `get_lr()` reads, so that one C++ implementation
+/// serves the C++ scheduler classes and the Python ones alike.
+struct StepContext {
+  /// `last_epoch` after the increment of this step (0 on the step done at construction).
+  int64_t last_epoch = 0;
+  /// Python's `_step_count`: 1 during the step done at construction.
+  int64_t step_count = 0;
+  /// True only during the step done at construction (Python's `_is_initial`).
+  bool is_initial = false;
+  /// The learning rate each param group started from (`initial_lr`).
+  std::vector<double> base_lrs;
+  /// Each param group's learning rate before this step (`group["lr"]`).
+  std::vector<double> lrs;
+};
+
+/// Python's `a % b` for doubles: the result has the sign of `b` (floor modulo).
+inline double python_mod(double a, double b) {
+  double r = std::fmod(a, b);
+  if (r != 0.0 && ((r < 0.0) != (b < 0.0))) {
+    r += b;
+  }
+  return r;
+}
+
+}  // namespace steadystep::schedules

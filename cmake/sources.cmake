@@ -4,6 +4,9 @@
 set(STEADYSTEP_SOURCES
   # Layer 1: schedule math (no torch::optim)
   csrc/schedules/cosine_annealing.cpp
+  csrc/schedules/lambda.cpp
+  csrc/schedules/step.cpp
+  csrc/schedules/warmup.cpp
   # Layer 2: op schemas, composite ops and CPU/Meta kernels
   csrc/ops/schemas.cpp
   csrc/ops/get_total_norm.cpp
@@ -11,7 +14,6 @@ set(STEADYSTEP_SOURCES
   csrc/meta/total_norm_meta.cpp
   # Layer 3: the C++ frontend
   csrc/lr_scheduler.cpp
-  csrc/cosine_annealing_lr.cpp
 )
 list(TRANSFORM STEADYSTEP_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")
 

@@ -1,24 +1,34 @@
-"""Learning-rate schedulers: ``torch.optim.lr_scheduler`` subclasses whose schedule math is
-steadystep's C++ (the same code the LibTorch classes run), with PyTorch's names, arguments and
-``state_dict`` layout."""
+"""Learning-rate schedulers for PyTorch whose schedule math is steadystep's C++.
+
+Each class of PyTorch's parity set subclasses the ``torch.optim.lr_scheduler`` class of the same
+name: constructor, arguments, validation and ``state_dict`` are PyTorch's (so checkpoints
+cross-load and ``isinstance`` checks hold), while ``get_lr`` and the closed form come from
+``steadystep._C``, the same code the LibTorch classes run.
+"""
 
 from typing import Any
 
-from torch.optim import Optimizer
+from torch.optim import lr_scheduler as _torch
 from torch.optim.lr_scheduler import LRScheduler, _warn_get_lr_called_within_step
 
 from . import _C
 
-__all__ = ["CosineAnnealingLR"]
+__all__ = [
+    "LambdaLR",
+    "MultiplicativeLR",
+    "StepLR",
+    "MultiStepLR",
+    "ConstantLR",
+    "LinearLR",
+    "ExponentialLR",
+    "PolynomialLR",
+    "CosineAnnealingLR",
+]
 
 
 class _CppSchedule(LRScheduler):
-    """Base of the schedulers whose math is in C++.
-
-    Subclasses keep their hyper-parameters as attributes, under PyTorch's names (so a
-    ``state_dict`` of torch's class loads into ours and back), and build the C++ schedule from
-    them in :meth:`_schedule`.
-    """
+    """Mixin for the schedulers whose math is in C++: subclasses say which C++ schedule their
+    attributes describe (:meth:`_schedule`); this class asks it for the lrs."""
 
     def _schedule(self) -> Any:
         raise NotImplementedError
@@ -41,27 +51,82 @@ class _CppSchedule(LRScheduler):
         return self._schedule().closed_form_lr(self._context())
 
 
-class CosineAnnealingLR(_CppSchedule):
-    r"""Anneal each learning rate along a cosine, as :class:`torch.optim.lr_scheduler.CosineAnnealingLR`.
+class LambdaLR(_CppSchedule, _torch.LambdaLR):
+    """:class:`torch.optim.lr_scheduler.LambdaLR`: ``lr = base_lr * lr_lambda(epoch)``."""
 
-    .. math::
-        \eta_t = \eta_{min} + \frac{1}{2}(\eta_{base} - \eta_{min})
-        \left(1 + \cos\left(\frac{t}{T_{max}}\pi\right)\right)
+    def _schedule(self) -> Any:
+        return _C.Lambda(list(self.lr_lambdas), len(self.optimizer.param_groups))
 
+
+class MultiplicativeLR(_CppSchedule, _torch.MultiplicativeLR):
+    """:class:`torch.optim.lr_scheduler.MultiplicativeLR`: ``lr *= lr_lambda(epoch)`` each step."""
+
+    def _schedule(self) -> Any:
+        return _C.Multiplicative(list(self.lr_lambdas), len(self.optimizer.param_groups))
+
+
+class StepLR(_CppSchedule, _torch.StepLR):
+    """:class:`torch.optim.lr_scheduler.StepLR`: ``lr *= gamma`` every ``step_size`` steps."""
+
+    def __init__(self, optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1) -> None:
+        _C.Step(step_size, gamma)  # validates before the optimizer is touched
+        super().__init__(optimizer, step_size, gamma, last_epoch)
+
+    def _schedule(self) -> Any:
+        return _C.Step(self.step_size, self.gamma)
+
+
+class MultiStepLR(_CppSchedule, _torch.MultiStepLR):
+    """:class:`torch.optim.lr_scheduler.MultiStepLR`: ``lr *= gamma`` at each milestone."""
+
+    def _schedule(self) -> Any:
+        return _C.MultiStep(list(self.milestones.elements()), self.gamma)
+
+
+class ConstantLR(_CppSchedule, _torch.ConstantLR):
+    """:class:`torch.optim.lr_scheduler.ConstantLR`: ``lr * factor`` for ``total_iters`` steps."""
+
+    def _schedule(self) -> Any:
+        return _C.Constant(self.factor, self.total_iters)
+
+
+class LinearLR(_CppSchedule, _torch.LinearLR):
+    """:class:`torch.optim.lr_scheduler.LinearLR`: the lr factor moves linearly from
+    ``start_factor`` to ``end_factor`` over ``total_iters`` steps."""
+
+    def _schedule(self) -> Any:
+        return _C.Linear(self.start_factor, self.end_factor, self.total_iters)
+
+
+class ExponentialLR(_CppSchedule, _torch.ExponentialLR):
+    """:class:`torch.optim.lr_scheduler.ExponentialLR`: ``lr *= gamma`` every step."""
+
+    def _schedule(self) -> Any:
+        return _C.Exponential(self.gamma)
+
+
+class PolynomialLR(_CppSchedule, _torch.PolynomialLR):
+    """:class:`torch.optim.lr_scheduler.PolynomialLR`: ``lr = base_lr * (1 - t/total_iters)**power``."""
+
+    def _schedule(self) -> Any:
+        return _C.Polynomial(self.total_iters, self.power)
+
+
+class CosineAnnealingLR(_CppSchedule, _torch.CosineAnnealingLR):
+    r""":class:`torch.optim.lr_scheduler.CosineAnnealingLR`:
+    :math:`\eta_t = \eta_{min} + \frac{1}{2}(\eta_{base} - \eta_{min})(1 + \cos(\pi t / T_{max}))`,
     computed recursively as PyTorch does; the sequence equals PyTorch's to the last bit.
 
     Args:
         optimizer (Optimizer): wrapped optimizer.
-        T_max (int): number of steps in half a period (> 0).
+        T_max (int): steps in half a period (> 0).
         eta_min (float): minimum learning rate. Default: 0.
         last_epoch (int): index of the last step, -1 to start. Default: -1.
     """
 
-    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:
+    def __init__(self, optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:
         _C.CosineAnnealing(T_max, eta_min)  # validates before the optimizer is touched
-        self.T_max = T_max
-        self.eta_min = eta_min
-        super().__init__(optimizer, last_epoch)
+        super().__init__(optimizer, T_max, eta_min, last_epoch)
 
     def _schedule(self) -> Any:
         return _C.CosineAnnealing(self.T_max, self.eta_min)

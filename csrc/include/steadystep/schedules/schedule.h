@@ -31,4 +31,22 @@ inline double python_mod(double a, double b) {
   return r;
 }
 
+/// Python's `a // b` for integers (rounds toward negative infinity).
+inline int64_t python_floordiv(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) {
+    --q;
+  }
+  return q;
+}
+
+/// Each lr multiplied by `factor`: the recursive step of most PyTorch schedules.
+inline std::vector<double> scaled(const std::vector<double>& lrs, double factor) {
+  std::vector<double> out(lrs.size());
+  for (size_t i = 0; i < lrs.size(); ++i) {
+    out[i] = lrs[i] * factor;
+  }
+  return out;
+}
+
 }  // namespace steadystep::schedules

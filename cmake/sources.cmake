@@ -4,8 +4,14 @@
 set(STEADYSTEP_SOURCES
   # Layer 1: schedule math (no torch::optim)
   csrc/schedules/cosine_annealing.cpp
+  csrc/schedules/cosine_warm_restarts.cpp
+  csrc/schedules/cyclic.cpp
+  csrc/schedules/extras.cpp
   csrc/schedules/lambda.cpp
+  csrc/schedules/one_cycle.cpp
+  csrc/schedules/plateau.cpp
   csrc/schedules/step.cpp
+  csrc/schedules/swa.cpp
   csrc/schedules/warmup.cpp
   # Layer 2: op schemas, composite ops and CPU/Meta kernels
   csrc/ops/schemas.cpp
@@ -14,6 +20,11 @@ set(STEADYSTEP_SOURCES
   csrc/meta/total_norm_meta.cpp
   # Layer 3: the C++ frontend
   csrc/lr_scheduler.cpp
+  csrc/optimizer_momentum.cpp
+  csrc/schedulers/composite_lr.cpp
+  csrc/schedulers/cosine_annealing_warm_restarts.cpp
+  csrc/schedulers/cyclic_lr.cpp
+  csrc/schedulers/reduce_lr_on_plateau.cpp
 )
 list(TRANSFORM STEADYSTEP_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")
 

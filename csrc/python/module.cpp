@@ -1,9 +1,15 @@
 // steadystep._C: the C++ schedule math, bound for the Python schedulers. Binds, no logic.
 
 #include <steadystep/schedules/cosine_annealing.h>
+#include <steadystep/schedules/cosine_warm_restarts.h>
+#include <steadystep/schedules/cyclic.h>
+#include <steadystep/schedules/extras.h>
 #include <steadystep/schedules/lambda.h>
+#include <steadystep/schedules/one_cycle.h>
+#include <steadystep/schedules/plateau.h>
 #include <steadystep/schedules/schedule.h>
 #include <steadystep/schedules/step.h>
+#include <steadystep/schedules/swa.h>
 #include <steadystep/schedules/warmup.h>
 #include <steadystep/version.h>
 
@@ -63,8 +69,7 @@ PYBIND11_MODULE(_C, m) {
   bind_schedule<sched::Step>(m, "Step").def(py::init<int64_t, double>(), py::arg("step_size"),
                                             py::arg("gamma") = 0.1);
   bind_schedule<sched::MultiStep>(m, "MultiStep")
-      .def(py::init<std::vector<int64_t>, double>(), py::arg("milestones"),
-           py::arg("gamma") = 0.1);
+      .def(py::init<std::vector<int64_t>, double>(), py::arg("milestones"), py::arg("gamma") = 0.1);
   bind_schedule<sched::Exponential>(m, "Exponential").def(py::init<double>(), py::arg("gamma"));
   bind_schedule<sched::Constant>(m, "Constant")
       .def(py::init<double, int64_t>(), py::arg("factor"), py::arg("total_iters"));
@@ -73,4 +78,76 @@ PYBIND11_MODULE(_C, m) {
            py::arg("total_iters"));
   bind_schedule<sched::Polynomial>(m, "Polynomial")
       .def(py::init<int64_t, double>(), py::arg("total_iters"), py::arg("power"));
+
+  bind_schedule<sched::SWA>(m, "SWA").def(py::init<std::vector<double>, int64_t, std::string>(),
+                                          py::arg("swa_lrs"), py::arg("anneal_epochs"),
+                                          py::arg("anneal_strategy"));
+  bind_schedule<sched::WarmupCosine>(m, "WarmupCosine")
+      .def(py::init<int64_t, int64_t, double, double>(), py::arg("warmup_steps"),
+           py::arg("total_steps"), py::arg("warmup_start_factor"), py::arg("eta_min"));
+  bind_schedule<sched::WarmupStableDecay>(m, "WarmupStableDecay")
+      .def(py::init<int64_t, int64_t, int64_t, double, double, std::string>(),
+           py::arg("warmup_steps"), py::arg("stable_steps"), py::arg("decay_steps"),
+           py::arg("warmup_start_factor"), py::arg("min_lr_ratio"), py::arg("decay_type"));
+  bind_schedule<sched::InverseSqrt>(m, "InverseSqrt")
+      .def(py::init<int64_t, std::optional<int64_t>>(), py::arg("warmup_steps"),
+           py::arg("timescale"));
+  bind_schedule<sched::ExponentialDecay>(m, "ExponentialDecay")
+      .def(py::init<double, int64_t, bool, double>(), py::arg("decay_rate"), py::arg("decay_steps"),
+           py::arg("staircase"), py::arg("min_lr"));
+  bind_schedule<sched::Random>(m, "Random")
+      .def(py::init<double, double, int64_t, bool, uint64_t>(), py::arg("min_lr"),
+           py::arg("max_lr"), py::arg("period"), py::arg("log_uniform"), py::arg("seed"))
+      .def("draw", &sched::Random::draw, py::arg("step"));
+  m.def("clamp_lrs", &sched::clamp_lrs, py::arg("lrs"), py::arg("min_lr"), py::arg("max_lr"));
+  m.def("check_bounds", &sched::check_bounds, py::arg("min_lr"), py::arg("max_lr"));
+
+  py::class_<sched::WarmRestartsState>(m, "WarmRestartsState")
+      .def(py::init<>())
+      .def_readwrite("T_cur", &sched::WarmRestartsState::T_cur)
+      .def_readwrite("T_i", &sched::WarmRestartsState::T_i)
+      .def_readwrite("last_epoch", &sched::WarmRestartsState::last_epoch);
+  py::class_<sched::CosineWarmRestarts>(m, "CosineWarmRestarts")
+      .def(py::init<int64_t, int64_t, double>(), py::arg("T_0"), py::arg("T_mult"),
+           py::arg("eta_min"))
+      .def("initial_state", &sched::CosineWarmRestarts::initial_state, py::arg("last_epoch"))
+      .def("advance", &sched::CosineWarmRestarts::advance, py::arg("state"), py::arg("epoch"))
+      .def("lr", &sched::CosineWarmRestarts::lr, py::arg("state"), py::arg("base_lrs"));
+
+  py::class_<sched::Cyclic>(m, "Cyclic")
+      .def(py::init<std::vector<double>, std::vector<double>, double, double, std::string, double,
+                    sched::ScaleFn, std::string, bool, std::vector<double>, std::vector<double>>(),
+           py::arg("base_lrs"), py::arg("max_lrs"), py::arg("total_size"), py::arg("step_ratio"),
+           py::arg("mode"), py::arg("gamma"), py::arg("scale_fn"), py::arg("scale_mode"),
+           py::arg("cycle_momentum"), py::arg("base_momentums"), py::arg("max_momentums"))
+      .def("lrs", &sched::Cyclic::lrs, py::arg("last_epoch"))
+      .def("momentums", &sched::Cyclic::momentums, py::arg("last_epoch"));
+
+  py::class_<sched::OneCycle>(m, "OneCycle")
+      .def(py::init<int64_t, std::vector<double>, std::string>(), py::arg("total_steps"),
+           py::arg("end_steps"), py::arg("anneal_strategy"))
+      .def(
+          "at",
+          [](const sched::OneCycle& self, int64_t step, double initial_lr, double max_lr,
+             double min_lr, double max_momentum, double base_momentum) {
+            return self.at(step, {initial_lr, max_lr, min_lr, max_momentum, base_momentum});
+          },
+          py::arg("step"), py::arg("initial_lr"), py::arg("max_lr"), py::arg("min_lr"),
+          py::arg("max_momentum"), py::arg("base_momentum"));
+
+  py::class_<sched::PlateauState>(m, "PlateauState")
+      .def(py::init<>())
+      .def_readwrite("best", &sched::PlateauState::best)
+      .def_readwrite("num_bad_epochs", &sched::PlateauState::num_bad_epochs)
+      .def_readwrite("cooldown_counter", &sched::PlateauState::cooldown_counter)
+      .def_readwrite("last_epoch", &sched::PlateauState::last_epoch);
+  py::class_<sched::Plateau>(m, "Plateau")
+      .def(py::init<std::string, double, int64_t, double, std::string, int64_t, std::vector<double>,
+                    double>(),
+           py::arg("mode"), py::arg("factor"), py::arg("patience"), py::arg("threshold"),
+           py::arg("threshold_mode"), py::arg("cooldown"), py::arg("min_lrs"), py::arg("eps"))
+      .def("initial_state", &sched::Plateau::initial_state)
+      .def("is_better", &sched::Plateau::is_better, py::arg("a"), py::arg("best"))
+      .def("step", &sched::Plateau::step, py::arg("state"), py::arg("metric"), py::arg("epoch"),
+           py::arg("lrs"));
 }

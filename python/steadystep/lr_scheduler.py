@@ -6,10 +6,19 @@ cross-load and ``isinstance`` checks hold), while ``get_lr`` and the closed form
 ``steadystep._C``, the same code the LibTorch classes run.
 """
 
+import warnings
 from typing import Any
 
+from torch.optim import Optimizer, swa_utils
 from torch.optim import lr_scheduler as _torch
-from torch.optim.lr_scheduler import LRScheduler, _warn_get_lr_called_within_step
+from torch.optim.lr_scheduler import (
+    EPOCH_DEPRECATION_WARNING,
+    LRScheduler,
+    _enable_get_lr_call,
+    _param_groups_val_list,
+    _update_param_group_val,
+    _warn_get_lr_called_within_step,
+)
 
 from . import _C
 
@@ -23,6 +32,20 @@ __all__ = [
     "ExponentialLR",
     "PolynomialLR",
     "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "OneCycleLR",
+    "ReduceLROnPlateau",
+    "SequentialLR",
+    "ChainedScheduler",
+    "SWALR",
+    "LRScheduler",
+    "WarmupCosineLR",
+    "WarmupStableDecayLR",
+    "InverseSqrtLR",
+    "ExponentialDecayLR",
+    "BoundedLR",
+    "RandomLR",
 ]
 
 
@@ -130,3 +153,316 @@ class CosineAnnealingLR(_CppSchedule, _torch.CosineAnnealingLR):
 
     def _schedule(self) -> Any:
         return _C.CosineAnnealing(self.T_max, self.eta_min)
+
+
+def _set_lrs(optimizer: Optimizer, lrs: list[float]) -> list[Any]:
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        _update_param_group_val(group, "lr", lr)
+    return _param_groups_val_list(optimizer, "lr")
+
+
+def _set_momentums(scheduler: Any, momentums: list[float]) -> None:
+    for group, momentum in zip(scheduler.optimizer.param_groups, momentums, strict=True):
+        if scheduler.use_beta1:
+            group["betas"] = (momentum, *group["betas"][1:])
+        else:
+            group["momentum"] = momentum
+
+
+class CosineAnnealingWarmRestarts(_torch.CosineAnnealingWarmRestarts):
+    """:class:`torch.optim.lr_scheduler.CosineAnnealingWarmRestarts` (SGDR), including
+    fractional ``step(epoch)``; cycle bookkeeping and lrs come from the C++ schedule."""
+
+    def _schedule(self) -> Any:
+        return _C.CosineWarmRestarts(self.T_0, self.T_mult, float(self.eta_min))
+
+    def _state(self) -> Any:
+        state = _C.WarmRestartsState()
+        state.T_cur, state.T_i, state.last_epoch = float(self.T_cur), float(self.T_i), self.last_epoch
+        return state
+
+    def get_lr(self) -> list[float]:
+        """Compute the learning rate of each param group at the current position in the cycle."""
+        _warn_get_lr_called_within_step(self)
+        return self._schedule().lr(self._state(), [float(lr) for lr in self.base_lrs])
+
+    def step(self, epoch: float | None = None) -> None:
+        """Advance one step, or move to ``epoch`` (fractional values allowed)."""
+        state = self._schedule().advance(self._state(), None if epoch is None else float(epoch))
+        integral = not isinstance(epoch, float)
+        self.T_cur = int(state.T_cur) if integral and state.T_cur.is_integer() else state.T_cur
+        self.T_i = int(state.T_i) if state.T_i.is_integer() else state.T_i
+        self.last_epoch = state.last_epoch
+        with _enable_get_lr_call(self):
+            self._last_lr = _set_lrs(self.optimizer, self.get_lr())
+
+
+class CyclicLR(_torch.CyclicLR):
+    """:class:`torch.optim.lr_scheduler.CyclicLR`; lrs and momentums from the C++ schedule."""
+
+    def _schedule(self) -> Any:
+        cycle = self.cycle_momentum
+        return _C.Cyclic(
+            [float(lr) for lr in self.base_lrs],
+            [float(lr) for lr in self.max_lrs],
+            self.total_size,
+            self.step_ratio,
+            self.mode,
+            float(self.gamma),
+            self._scale_fn_custom,
+            self.scale_mode,
+            cycle,
+            [float(m) for m in self.base_momentums] if cycle else [],
+            [float(m) for m in self.max_momentums] if cycle else [],
+        )
+
+    def get_lr(self) -> list[float]:
+        """Compute the learning rate (and momentum, when cycled) of each param group."""
+        _warn_get_lr_called_within_step(self)
+        schedule = self._schedule()
+        if self.cycle_momentum:
+            _set_momentums(self, schedule.momentums(self.last_epoch))
+        return schedule.lrs(self.last_epoch)
+
+
+class OneCycleLR(_torch.OneCycleLR):
+    """:class:`torch.optim.lr_scheduler.OneCycleLR`; lrs and momentums from the C++ schedule."""
+
+    def get_lr(self) -> list[float]:
+        """Compute the learning rate (and momentum, when cycled) of each param group."""
+        _warn_get_lr_called_within_step(self)
+        schedule = _C.OneCycle(
+            self.total_steps, [float(p["end_step"]) for p in self._schedule_phases], self._anneal_func_type
+        )
+        lrs, momentums = [], []
+        for group in self.optimizer.param_groups:
+            lr, momentum = schedule.at(
+                self.last_epoch,
+                float(group["initial_lr"]),
+                float(group["max_lr"]),
+                float(group["min_lr"]),
+                float(group.get("max_momentum", 0.0)),
+                float(group.get("base_momentum", 0.0)),
+            )
+            lrs.append(lr)
+            momentums.append(momentum)
+        if self.cycle_momentum:
+            _set_momentums(self, momentums)
+        return lrs
+
+
+class ReduceLROnPlateau(_torch.ReduceLROnPlateau):
+    """:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`; the plateau logic is the C++
+    schedule's. Call ``step(metric)`` after each evaluation."""
+
+    def step(self, metrics: Any, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Record one evaluation's metric and reduce the lrs once it has plateaued."""
+        current = float(metrics)
+        if epoch is not None:
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self.min_lrs) and self.default_min_lr is not None:
+            self.min_lrs = [self.default_min_lr] * len(groups)
+        plateau = _C.Plateau(
+            self.mode, float(self.factor), self.patience, float(self.threshold), self.threshold_mode,
+            self.cooldown, [float(m) for m in self.min_lrs], float(self.eps),
+        )
+        state = _C.PlateauState()
+        state.best, state.num_bad_epochs = float(self.best), self.num_bad_epochs
+        state.cooldown_counter, state.last_epoch = self.cooldown_counter, self.last_epoch
+        old = [float(group["lr"]) for group in groups]
+        new = plateau.step(state, current, epoch, old)
+        self.best, self.num_bad_epochs = state.best, state.num_bad_epochs
+        self.cooldown_counter, self.last_epoch = state.cooldown_counter, state.last_epoch
+        for group, before, after in zip(groups, old, new, strict=True):
+            if after != before:
+                _update_param_group_val(group, "lr", after)
+        self._last_lr = _param_groups_val_list(self.optimizer, "lr")
+
+
+class SWALR(_CppSchedule, swa_utils.SWALR):
+    """:class:`torch.optim.swa_utils.SWALR`: anneal each lr to its ``swa_lr``."""
+
+    def _schedule(self) -> Any:
+        return _C.SWA(
+            [float(group["swa_lr"]) for group in self.optimizer.param_groups], self.anneal_epochs, self._anneal_strategy
+        )
+
+
+class SequentialLR(_torch.SequentialLR):
+    """:class:`torch.optim.lr_scheduler.SequentialLR`. It has no schedule math of its own: it
+    drives its schedulers (steadystep's or torch's) by PyTorch's own recipe."""
+
+
+class ChainedScheduler(_torch.ChainedScheduler):
+    """:class:`torch.optim.lr_scheduler.ChainedScheduler`. It has no schedule math of its own:
+    every step steps all of its schedulers in order."""
+
+
+class WarmupCosineLR(_CppSchedule):
+    """Linear warmup, then a half cosine to ``eta_min`` (the schedule of most fine-tuning recipes).
+
+    The lr rises linearly from ``warmup_start_factor * base_lr`` to ``base_lr`` over
+    ``warmup_steps``, follows a half cosine down to ``eta_min`` at ``total_steps``, and stays
+    there. With the defaults it equals transformers' ``get_cosine_schedule_with_warmup`` up to
+    ``total_steps``.
+
+    Args:
+        optimizer (Optimizer): wrapped optimizer.
+        warmup_steps (int): steps of linear warmup (>= 0).
+        total_steps (int): step at which the lr reaches ``eta_min`` (>= warmup_steps, > 0).
+        warmup_start_factor (float): fraction of the base lr at step 0, in [0, 1]. Default: 0.
+        eta_min (float): final learning rate (>= 0). Default: 0.
+        last_epoch (int): index of the last step, -1 to start. Default: -1.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int,
+        total_steps: int,
+        warmup_start_factor: float = 0.0,
+        eta_min: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        _C.WarmupCosine(warmup_steps, total_steps, warmup_start_factor, eta_min)
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+        self.warmup_start_factor, self.eta_min = warmup_start_factor, eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def _schedule(self) -> Any:
+        return _C.WarmupCosine(self.warmup_steps, self.total_steps, self.warmup_start_factor, self.eta_min)
+
+
+class WarmupStableDecayLR(_CppSchedule):
+    """Warmup-stable-decay (WSD), the LLM pre-training schedule.
+
+    Linear warmup from ``warmup_start_factor * base_lr`` over ``warmup_steps``, ``stable_steps``
+    at ``base_lr``, then a ``"linear"``, ``"cosine"`` or ``"1-sqrt"`` decay over ``decay_steps``
+    to ``min_lr_ratio * base_lr``, held after. Equals transformers' ``get_wsd_schedule`` (linear
+    warmup) when ``warmup_start_factor == min_lr_ratio``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_steps: int,
+        stable_steps: int,
+        decay_steps: int,
+        warmup_start_factor: float = 0.0,
+        min_lr_ratio: float = 0.0,
+        decay_type: str = "cosine",
+        last_epoch: int = -1,
+    ) -> None:
+        _C.WarmupStableDecay(warmup_steps, stable_steps, decay_steps, warmup_start_factor, min_lr_ratio, decay_type)
+        self.warmup_steps, self.stable_steps, self.decay_steps = warmup_steps, stable_steps, decay_steps
+        self.warmup_start_factor, self.min_lr_ratio, self.decay_type = warmup_start_factor, min_lr_ratio, decay_type
+        super().__init__(optimizer, last_epoch)
+
+    def _schedule(self) -> Any:
+        return _C.WarmupStableDecay(
+            self.warmup_steps, self.stable_steps, self.decay_steps,
+            self.warmup_start_factor, self.min_lr_ratio, self.decay_type,
+        )
+
+
+class InverseSqrtLR(_CppSchedule):
+    """Linear warmup, then ``base_lr / sqrt((t + timescale - warmup_steps) / timescale)``.
+
+    ``timescale`` defaults to ``warmup_steps`` (10,000 when that is 0). Equals transformers'
+    ``get_inverse_sqrt_schedule``.
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, warmup_steps: int, timescale: int | None = None, last_epoch: int = -1
+    ) -> None:
+        _C.InverseSqrt(warmup_steps, timescale)
+        self.warmup_steps, self.timescale = warmup_steps, timescale
+        super().__init__(optimizer, last_epoch)
+
+    def _schedule(self) -> Any:
+        return _C.InverseSqrt(self.warmup_steps, self.timescale)
+
+
+class ExponentialDecayLR(_CppSchedule):
+    """``lr = max(base_lr * decay_rate ** (t / decay_steps), min_lr)``; the exponent is floored
+    when ``staircase`` (TensorFlow's exponential decay, with a floor)."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        decay_rate: float,
+        decay_steps: int,
+        staircase: bool = False,
+        min_lr: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        _C.ExponentialDecay(decay_rate, decay_steps, staircase, min_lr)
+        self.decay_rate, self.decay_steps, self.staircase, self.min_lr = decay_rate, decay_steps, staircase, min_lr
+        super().__init__(optimizer, last_epoch)
+
+    def _schedule(self) -> Any:
+        return _C.ExponentialDecay(self.decay_rate, self.decay_steps, self.staircase, self.min_lr)
+
+
+class RandomLR(_CppSchedule):
+    """A random lr in ``[min_lr, max_lr]`` (log-uniform by default), drawn anew every ``period``
+    steps and shared by all param groups. Draws are a hash of ``(seed, step // period)`` in C++:
+    the same seed gives the same sequence in C++ and Python, and a restored ``state_dict``
+    continues it."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        min_lr: float,
+        max_lr: float,
+        period: int = 1,
+        log_uniform: bool = True,
+        seed: int = 0,
+        last_epoch: int = -1,
+    ) -> None:
+        _C.Random(min_lr, max_lr, period, log_uniform, seed)
+        self.min_lr, self.max_lr, self.period, self.log_uniform, self.seed = min_lr, max_lr, period, log_uniform, seed
+        super().__init__(optimizer, last_epoch)
+
+    def _schedule(self) -> Any:
+        return _C.Random(self.min_lr, self.max_lr, self.period, self.log_uniform, self.seed)
+
+
+class BoundedLR(LRScheduler):
+    """Step any ``scheduler`` and keep every lr inside ``[min_lr, max_lr]``.
+
+    The clamped exponential decay of the classic texts is
+    ``BoundedLR(ExponentialLR(opt, gamma), min_lr, max_lr)``. Takes no step at construction
+    (the wrapped scheduler already did); clamps the current lrs.
+    """
+
+    def __init__(self, scheduler: LRScheduler, min_lr: float, max_lr: float) -> None:
+        _C.check_bounds(min_lr, max_lr)
+        self.scheduler = scheduler
+        self.optimizer = scheduler.optimizer
+        self.min_lr, self.max_lr = min_lr, max_lr
+        self._clamp()
+
+    def _clamp(self) -> None:
+        lrs = _C.clamp_lrs([float(g["lr"]) for g in self.optimizer.param_groups], self.min_lr, self.max_lr)
+        self._last_lr = _set_lrs(self.optimizer, lrs)
+        self.last_epoch = getattr(self.scheduler, "last_epoch", 0)
+
+    def step(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Step the wrapped scheduler (with its own arguments), then clamp."""
+        self.scheduler.step(*args, **kwargs)
+        self._clamp()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The bounds and the wrapped scheduler's state."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "scheduler")}
+        state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        state = dict(state_dict)
+        inner = state.pop("scheduler")
+        self.__dict__.update(state)
+        self.scheduler.load_state_dict(inner)

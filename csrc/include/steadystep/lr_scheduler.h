@@ -1,16 +1,27 @@
 #pragma once
 
 #include <steadystep/schedules/cosine_annealing.h>
+#include <steadystep/schedules/cosine_warm_restarts.h>
+#include <steadystep/schedules/cyclic.h>
+#include <steadystep/schedules/extras.h>
 #include <steadystep/schedules/lambda.h>
+#include <steadystep/schedules/one_cycle.h>
+#include <steadystep/schedules/plateau.h>
 #include <steadystep/schedules/schedule.h>
 #include <steadystep/schedules/step.h>
+#include <steadystep/schedules/swa.h>
 #include <steadystep/schedules/warmup.h>
 
 #include <torch/optim/optimizer.h>
 #include <torch/optim/schedulers/lr_scheduler.h>
 #include <torch/serialize/archive.h>
 
+#include <torch/arg.h>
+
 #include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace steadystep {
@@ -19,7 +30,7 @@ namespace steadystep {
 /// PyTorch's Python `LRScheduler`. Unlike LibTorch's own schedulers it steps once at
 /// construction and counts `last_epoch` as Python does, so the lr after construction and after
 /// each `step()` equals PyTorch's. Checkpoint with `torch::save(scheduler, path)` and
-/// `torch::load(scheduler, path)`.
+/// `torch::load(scheduler, path)` (the scheduler's state; save the optimizer's beside it).
 class LRScheduler : public torch::optim::LRScheduler {
  public:
   /// `last_epoch == -1` starts a schedule from the optimizer's current lrs. Any other value
@@ -28,7 +39,7 @@ class LRScheduler : public torch::optim::LRScheduler {
   explicit LRScheduler(torch::optim::Optimizer& optimizer, int64_t last_epoch = -1);
 
   /// Sets `last_epoch` to `epoch` and applies the closed form of the schedule (PyTorch's
-  /// deprecated `step(epoch)`); falls back to the recursive form where there is none.
+  /// deprecated `step(epoch)`); the recursive form where there is no closed form.
   void step(int64_t epoch);
   using torch::optim::LRScheduler::step;
 
@@ -38,6 +49,8 @@ class LRScheduler : public torch::optim::LRScheduler {
   const std::vector<double>& base_lrs() const { return base_lrs_; }
   /// The index of the last step taken (0 after construction).
   int64_t last_epoch() const { return last_epoch_; }
+  /// The optimizer whose lrs this scheduler sets.
+  torch::optim::Optimizer& optimizer() const { return optimizer_; }
 
   /// Writes the scheduler's state (not the optimizer's) to an archive.
   virtual void save(torch::serialize::OutputArchive& archive) const;
@@ -52,19 +65,34 @@ class LRScheduler : public torch::optim::LRScheduler {
   virtual std::vector<double> compute_closed_form_lr(const schedules::StepContext& ctx) {
     return compute_lr(ctx);
   }
+  /// The schedulers this one drives (SequentialLR, ChainedScheduler, BoundedLR).
+  virtual std::vector<std::shared_ptr<LRScheduler>> children() const { return {}; }
+
   /// The step PyTorch takes at construction. Every concrete scheduler calls it last in its
   /// constructor (a base constructor cannot reach the derived `compute_lr`).
   void initial_step();
-
-  torch::optim::Optimizer& optimizer() const { return optimizer_; }
+  /// PyTorch's `_update_lr(epoch)`: advances `last_epoch` (or sets it to `epoch`, closed form),
+  /// computes the lrs and sets them, without counting a step.
+  void update_lr(std::optional<int64_t> epoch);
+  /// Sets the optimizer's lrs and records them as the last lrs.
+  void apply_lrs(std::vector<double> lrs);
+  void set_last_epoch(int64_t last_epoch) { last_epoch_ = last_epoch; }
+  void set_base_lrs(std::vector<double> base_lrs);
+  /// The context `compute_lr` sees now.
+  schedules::StepContext context() const;
+  /// Writes/reads a double vector under `key` (for subclasses' own state).
+  static void write_doubles(torch::serialize::OutputArchive& archive, const std::string& key,
+                            const std::vector<double>& values);
+  static std::vector<double> read_doubles(torch::serialize::InputArchive& archive,
+                                          const std::string& key);
 
  private:
+  friend class SequentialLR;
   std::vector<double> get_lrs() final;
-  schedules::StepContext context() const;
-  void set_lrs(const std::vector<double>& lrs);
 
   torch::optim::Optimizer& optimizer_;
   int64_t last_epoch_;
+  int64_t step_count_py_ = 0;  // Python's _step_count
   bool is_initial_ = false;
   std::vector<double> base_lrs_;
   std::vector<double> last_lr_;
@@ -117,11 +145,11 @@ class LambdaLR : public ScheduleLR<schedules::Lambda> {
 /// step.
 class MultiplicativeLR : public ScheduleLR<schedules::Multiplicative> {
  public:
-  MultiplicativeLR(torch::optim::Optimizer& optimizer,
-                   std::vector<schedules::LrLambda> lr_lambda, int64_t last_epoch = -1)
-      : ScheduleLR(optimizer, last_epoch,
-                   schedules::Multiplicative(std::move(lr_lambda),
-                                             optimizer.param_groups().size())) {}
+  MultiplicativeLR(torch::optim::Optimizer& optimizer, std::vector<schedules::LrLambda> lr_lambda,
+                   int64_t last_epoch = -1)
+      : ScheduleLR(
+            optimizer, last_epoch,
+            schedules::Multiplicative(std::move(lr_lambda), optimizer.param_groups().size())) {}
   MultiplicativeLR(torch::optim::Optimizer& optimizer, schedules::LrLambda lr_lambda,
                    int64_t last_epoch = -1)
       : MultiplicativeLR(optimizer, std::vector<schedules::LrLambda>{std::move(lr_lambda)},
@@ -195,6 +223,246 @@ class CosineAnnealingLR : public ScheduleLR<schedules::CosineAnnealing> {
 
  private:
   int64_t T_max_;
+};
+
+/// PyTorch's `CosineAnnealingWarmRestarts(optimizer, T_0, T_mult=1, eta_min=0.0,
+/// last_epoch=-1)` (SGDR). `step(epoch)` takes fractional epochs, as PyTorch's does.
+class CosineAnnealingWarmRestarts : public LRScheduler {
+ public:
+  CosineAnnealingWarmRestarts(torch::optim::Optimizer& optimizer, int64_t T_0, int64_t T_mult = 1,
+                              double eta_min = 0.0, int64_t last_epoch = -1);
+  /// Moves to `epoch` (fractional allowed: `epoch + i / iters` within an epoch).
+  void step(double epoch);
+  using torch::optim::LRScheduler::step;
+  const schedules::WarmRestartsState& state() const { return state_; }
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+ protected:
+  std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
+
+ private:
+  schedules::CosineWarmRestarts schedule_;
+  schedules::WarmRestartsState state_;
+};
+
+/// Options of `CyclicLR`, PyTorch's arguments and defaults. One value in a per-group vector
+/// (base_lr, max_lr, base_momentum, max_momentum) stands for every group.
+struct CyclicLROptions {
+  CyclicLROptions(std::vector<double> base_lr, std::vector<double> max_lr)
+      : base_lr_(std::move(base_lr)), max_lr_(std::move(max_lr)) {}
+  TORCH_ARG(std::vector<double>, base_lr);
+  TORCH_ARG(std::vector<double>, max_lr);
+  TORCH_ARG(double, step_size_up) = 2000;
+  TORCH_ARG(std::optional<double>, step_size_down) = std::nullopt;
+  TORCH_ARG(std::string, mode) = "triangular";
+  TORCH_ARG(double, gamma) = 1.0;
+  TORCH_ARG(schedules::ScaleFn, scale_fn) = nullptr;
+  TORCH_ARG(std::string, scale_mode) = "cycle";
+  TORCH_ARG(bool, cycle_momentum) = true;
+  TORCH_ARG(std::vector<double>, base_momentum) = {0.8};
+  TORCH_ARG(std::vector<double>, max_momentum) = {0.9};
+  TORCH_ARG(int64_t, last_epoch) = -1;
+};
+
+/// PyTorch's `CyclicLR`: lr cycles between base_lr and max_lr (triangular, triangular2,
+/// exp_range or a custom scale_fn); with `cycle_momentum`, momentum (or Adam's beta1) cycles
+/// in antiphase on SGD, Adam, AdamW, RMSprop and steadystep's optimizers.
+class CyclicLR : public LRScheduler {
+ public:
+  CyclicLR(torch::optim::Optimizer& optimizer, const CyclicLROptions& options);
+
+ protected:
+  std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
+
+ private:
+  schedules::Cyclic schedule_;
+  bool cycle_momentum_;
+};
+
+/// Options of `OneCycleLR`, PyTorch's arguments and defaults. Give `total_steps`, or `epochs`
+/// and `steps_per_epoch`.
+struct OneCycleLROptions {
+  explicit OneCycleLROptions(std::vector<double> max_lr) : max_lr_(std::move(max_lr)) {}
+  TORCH_ARG(std::vector<double>, max_lr);
+  TORCH_ARG(std::optional<int64_t>, total_steps) = std::nullopt;
+  TORCH_ARG(std::optional<int64_t>, epochs) = std::nullopt;
+  TORCH_ARG(std::optional<int64_t>, steps_per_epoch) = std::nullopt;
+  TORCH_ARG(double, pct_start) = 0.3;
+  TORCH_ARG(std::string, anneal_strategy) = "cos";
+  TORCH_ARG(bool, cycle_momentum) = true;
+  TORCH_ARG(std::vector<double>, base_momentum) = {0.85};
+  TORCH_ARG(std::vector<double>, max_momentum) = {0.95};
+  TORCH_ARG(double, div_factor) = 25.0;
+  TORCH_ARG(double, final_div_factor) = 1e4;
+  TORCH_ARG(bool, three_phase) = false;
+  TORCH_ARG(int64_t, last_epoch) = -1;
+};
+
+/// PyTorch's `OneCycleLR`: warmup to max_lr then annealing far below the start (two or three
+/// phases, cos or linear), momentum/beta1 in antiphase. Stepping past total_steps is an error.
+class OneCycleLR : public LRScheduler {
+ public:
+  OneCycleLR(torch::optim::Optimizer& optimizer, const OneCycleLROptions& options);
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+ protected:
+  std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
+
+ private:
+  schedules::OneCycle schedule_;
+  std::vector<schedules::OneCycleGroup> groups_;
+  bool cycle_momentum_;
+};
+
+/// Options of `ReduceLROnPlateau`, PyTorch's arguments and defaults.
+struct ReduceLROnPlateauOptions {
+  TORCH_ARG(std::string, mode) = "min";
+  TORCH_ARG(double, factor) = 0.1;
+  TORCH_ARG(int64_t, patience) = 10;
+  TORCH_ARG(double, threshold) = 1e-4;
+  TORCH_ARG(std::string, threshold_mode) = "rel";
+  TORCH_ARG(int64_t, cooldown) = 0;
+  TORCH_ARG(std::vector<double>, min_lr) = {0.0};
+  TORCH_ARG(double, eps) = 1e-8;
+};
+
+/// PyTorch's `ReduceLROnPlateau`, as an LRScheduler: call `step(metric)` after each
+/// evaluation. (A plain `step()` has no metric and is an error.)
+class ReduceLROnPlateau : public LRScheduler {
+ public:
+  explicit ReduceLROnPlateau(torch::optim::Optimizer& optimizer,
+                             const ReduceLROnPlateauOptions& options = {});
+  /// One evaluation's metric (lower is better in "min" mode).
+  void step(double metric);
+  /// The deprecated form that also sets `last_epoch`.
+  void step(double metric, int64_t epoch);
+  const schedules::PlateauState& state() const { return state_; }
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+ protected:
+  std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
+
+ private:
+  schedules::Plateau schedule_;
+  schedules::PlateauState state_;
+};
+
+/// PyTorch's `swa_utils.SWALR(optimizer, swa_lr, anneal_epochs=10, anneal_strategy="cos",
+/// last_epoch=-1)`: anneals each lr to its swa_lr (one value for all groups, or one each).
+class SWALR : public ScheduleLR<schedules::SWA> {
+ public:
+  SWALR(torch::optim::Optimizer& optimizer, std::vector<double> swa_lr, int64_t anneal_epochs = 10,
+        const std::string& anneal_strategy = "cos", int64_t last_epoch = -1);
+  SWALR(torch::optim::Optimizer& optimizer, double swa_lr, int64_t anneal_epochs = 10,
+        const std::string& anneal_strategy = "cos", int64_t last_epoch = -1)
+      : SWALR(optimizer, std::vector<double>{swa_lr}, anneal_epochs, anneal_strategy, last_epoch) {}
+};
+
+/// PyTorch's `SequentialLR(optimizer, schedulers, milestones, last_epoch=-1)`: runs
+/// `schedulers[i]` from `milestones[i-1]` on (each restarted at its milestone).
+class SequentialLR : public LRScheduler {
+ public:
+  SequentialLR(torch::optim::Optimizer& optimizer,
+               std::vector<std::shared_ptr<LRScheduler>> schedulers,
+               std::vector<int64_t> milestones, int64_t last_epoch = -1);
+
+ protected:
+  std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
+  std::vector<std::shared_ptr<LRScheduler>> children() const override { return schedulers_; }
+
+ private:
+  void undo_step(LRScheduler& scheduler);
+  std::vector<std::shared_ptr<LRScheduler>> schedulers_;
+  std::vector<int64_t> milestones_;
+};
+
+/// PyTorch's `ChainedScheduler(schedulers, optimizer=None)`: every `step()` steps all
+/// `schedulers` in order, so their effects compose.
+class ChainedScheduler : public LRScheduler {
+ public:
+  explicit ChainedScheduler(std::vector<std::shared_ptr<LRScheduler>> schedulers,
+                            torch::optim::Optimizer* optimizer = nullptr);
+
+ protected:
+  std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
+  std::vector<std::shared_ptr<LRScheduler>> children() const override { return schedulers_; }
+
+ private:
+  std::vector<std::shared_ptr<LRScheduler>> schedulers_;
+};
+
+/// Steps any `scheduler` and keeps every lr inside [min_lr, max_lr]: the clamped exponential
+/// decay of the classic texts is `BoundedLR(make_shared<ExponentialLR>(opt, gamma), lo, hi)`.
+class BoundedLR : public LRScheduler {
+ public:
+  BoundedLR(std::shared_ptr<LRScheduler> scheduler, double min_lr, double max_lr);
+
+ protected:
+  std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
+  std::vector<std::shared_ptr<LRScheduler>> children() const override { return {scheduler_}; }
+
+ private:
+  std::shared_ptr<LRScheduler> scheduler_;
+  double min_lr_, max_lr_;
+};
+
+/// `WarmupCosineLR(optimizer, warmup_steps, total_steps, warmup_start_factor=0.0,
+/// eta_min=0.0)`: linear warmup from `warmup_start_factor * base` to base, then a half cosine
+/// to eta_min at total_steps, then eta_min. With the defaults it equals transformers'
+/// get_cosine_schedule_with_warmup up to total_steps.
+class WarmupCosineLR : public ScheduleLR<schedules::WarmupCosine> {
+ public:
+  WarmupCosineLR(torch::optim::Optimizer& optimizer, int64_t warmup_steps, int64_t total_steps,
+                 double warmup_start_factor = 0.0, double eta_min = 0.0, int64_t last_epoch = -1)
+      : ScheduleLR(
+            optimizer, last_epoch,
+            schedules::WarmupCosine(warmup_steps, total_steps, warmup_start_factor, eta_min)) {}
+};
+
+/// `WarmupStableDecayLR(optimizer, warmup_steps, stable_steps, decay_steps,
+/// warmup_start_factor=0.0, min_lr_ratio=0.0, decay_type="cosine")`: the WSD schedule of LLM
+/// pre-training; decay_type in {linear, cosine, 1-sqrt}.
+class WarmupStableDecayLR : public ScheduleLR<schedules::WarmupStableDecay> {
+ public:
+  WarmupStableDecayLR(torch::optim::Optimizer& optimizer, int64_t warmup_steps,
+                      int64_t stable_steps, int64_t decay_steps, double warmup_start_factor = 0.0,
+                      double min_lr_ratio = 0.0, const std::string& decay_type = "cosine",
+                      int64_t last_epoch = -1)
+      : ScheduleLR(optimizer, last_epoch,
+                   schedules::WarmupStableDecay(warmup_steps, stable_steps, decay_steps,
+                                                warmup_start_factor, min_lr_ratio, decay_type)) {}
+};
+
+/// `InverseSqrtLR(optimizer, warmup_steps, timescale=None)`: linear warmup, then
+/// base / sqrt((t + timescale - warmup_steps) / timescale).
+class InverseSqrtLR : public ScheduleLR<schedules::InverseSqrt> {
+ public:
+  InverseSqrtLR(torch::optim::Optimizer& optimizer, int64_t warmup_steps,
+                std::optional<int64_t> timescale = std::nullopt, int64_t last_epoch = -1)
+      : ScheduleLR(optimizer, last_epoch, schedules::InverseSqrt(warmup_steps, timescale)) {}
+};
+
+/// `ExponentialDecayLR(optimizer, decay_rate, decay_steps, staircase=false, min_lr=0.0)`:
+/// max(base * decay_rate ** (t / decay_steps), min_lr), the exponent floored when staircase.
+class ExponentialDecayLR : public ScheduleLR<schedules::ExponentialDecay> {
+ public:
+  ExponentialDecayLR(torch::optim::Optimizer& optimizer, double decay_rate, int64_t decay_steps,
+                     bool staircase = false, double min_lr = 0.0, int64_t last_epoch = -1)
+      : ScheduleLR(optimizer, last_epoch,
+                   schedules::ExponentialDecay(decay_rate, decay_steps, staircase, min_lr)) {}
+};
+
+/// `RandomLR(optimizer, min_lr, max_lr, period=1, log_uniform=true, seed=0)`: a new random lr
+/// every `period` steps, the same sequence for the same seed in C++ and Python.
+class RandomLR : public ScheduleLR<schedules::Random> {
+ public:
+  RandomLR(torch::optim::Optimizer& optimizer, double min_lr, double max_lr, int64_t period = 1,
+           bool log_uniform = true, uint64_t seed = 0, int64_t last_epoch = -1)
+      : ScheduleLR(optimizer, last_epoch,
+                   schedules::Random(min_lr, max_lr, period, log_uniform, seed)) {}
 };
 
 }  // namespace steadystep

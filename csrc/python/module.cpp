@@ -123,6 +123,9 @@ PYBIND11_MODULE(_C, m) {
       .def("lrs", &sched::Cyclic::lrs, py::arg("last_epoch"))
       .def("momentums", &sched::Cyclic::momentums, py::arg("last_epoch"));
 
+  m.def("cycle_shape", &sched::Cyclic::cycle_shape, py::arg("step_size_up"),
+        py::arg("step_size_down"));
+
   py::class_<sched::OneCycle>(m, "OneCycle")
       .def(py::init<int64_t, std::vector<double>, std::string>(), py::arg("total_steps"),
            py::arg("end_steps"), py::arg("anneal_strategy"))

@@ -197,8 +197,40 @@ class CosineAnnealingWarmRestarts(_torch.CosineAnnealingWarmRestarts):
             self._last_lr = _set_lrs(self.optimizer, self.get_lr())
 
 
+def _check_momentum(optimizer: Optimizer, cycle_momentum: bool) -> None:
+    if cycle_momentum and "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
+
+
 class CyclicLR(_torch.CyclicLR):
-    """:class:`torch.optim.lr_scheduler.CyclicLR`; lrs and momentums from the C++ schedule."""
+    """:class:`torch.optim.lr_scheduler.CyclicLR`; lrs and momentums from the C++ schedule.
+
+    Unlike torch's, every argument is checked before the optimizer's lrs are touched.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        base_lr: float | list[float],
+        max_lr: float | list[float],
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: str = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Any = None,
+        scale_mode: str = "cycle",
+        cycle_momentum: bool = True,
+        base_momentum: float = 0.8,
+        max_momentum: float = 0.9,
+        last_epoch: int = -1,
+    ) -> None:
+        total, ratio = _C.cycle_shape(float(step_size_up), None if step_size_down is None else float(step_size_down))
+        lrs = [float(v) for v in _torch._format_param("base_lr", optimizer, base_lr)]
+        _C.Cyclic(lrs, [float(v) for v in _torch._format_param("max_lr", optimizer, max_lr)], total, ratio,
+                  mode, float(gamma), scale_fn, scale_mode, False, [], [])
+        _check_momentum(optimizer, cycle_momentum)
+        super().__init__(optimizer, base_lr, max_lr, step_size_up, step_size_down, mode, gamma, scale_fn,
+                         scale_mode, cycle_momentum, base_momentum, max_momentum, last_epoch)
 
     def _schedule(self) -> Any:
         cycle = self.cycle_momentum
@@ -226,7 +258,14 @@ class CyclicLR(_torch.CyclicLR):
 
 
 class OneCycleLR(_torch.OneCycleLR):
-    """:class:`torch.optim.lr_scheduler.OneCycleLR`; lrs and momentums from the C++ schedule."""
+    """:class:`torch.optim.lr_scheduler.OneCycleLR`; lrs and momentums from the C++ schedule.
+
+    Unlike torch's, the momentum check comes before the param groups are touched.
+    """
+
+    def __init__(self, optimizer: Optimizer, *args: Any, **kwargs: Any) -> None:
+        _check_momentum(optimizer, kwargs.get("cycle_momentum", args[6] if len(args) > 6 else True))
+        super().__init__(optimizer, *args, **kwargs)
 
     def get_lr(self) -> list[float]:
         """Compute the learning rate (and momentum, when cycled) of each param group."""
@@ -281,7 +320,19 @@ class ReduceLROnPlateau(_torch.ReduceLROnPlateau):
 
 
 class SWALR(_CppSchedule, swa_utils.SWALR):
-    """:class:`torch.optim.swa_utils.SWALR`: anneal each lr to its ``swa_lr``."""
+    """:class:`torch.optim.swa_utils.SWALR`: anneal each lr to its ``swa_lr``.
+
+    Unlike torch's, the arguments are checked before ``swa_lr`` is written into the groups.
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, swa_lr: float, anneal_epochs: int = 10, anneal_strategy: str = "cos",
+        last_epoch: int = -1,
+    ) -> None:
+        swa_lrs = [float(v) for v in _torch._format_param("swa_lr", optimizer, swa_lr)]
+        if isinstance(anneal_epochs, int):
+            _C.SWA(swa_lrs, anneal_epochs, anneal_strategy)
+        super().__init__(optimizer, swa_lr, anneal_epochs, anneal_strategy, last_epoch)
 
     def _schedule(self) -> Any:
         return _C.SWA(

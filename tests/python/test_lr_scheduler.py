@@ -1,5 +1,8 @@
-"""steadystep.lr_scheduler against torch.optim.lr_scheduler itself."""
+"""steadystep.lr_scheduler against torch.optim.lr_scheduler itself (and the formulas of the
+extra schedules, written here independently)."""
 
+import copy
+import io
 import math
 import random
 import warnings
@@ -8,111 +11,333 @@ import pytest
 import torch
 
 import steadystep
+from scheduler_cases import BASE_LRS, build, make_optimizer, parity_cases, run
 from steadystep import lr_scheduler as ss
 
-
-def make_optimizer(lrs=(0.1, 0.03, 1.0)):
-    params = [torch.nn.Parameter(torch.zeros(3)) for _ in lrs]
-    return torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], lr=lrs[0])
+CASES = parity_cases(seed=0)
+IDS = [f"{i:02d}-{c.name}" for i, c in enumerate(CASES)]
 
 
-def lr_sequence(make_scheduler, steps, lrs=(0.1, 0.03, 1.0)):
-    """lr of every group after construction and after each of `steps` steps."""
-    opt = make_optimizer(lrs)
+def assert_rows_close(ours, theirs, rel=1e-10):
+    # The promise: relative 1e-10 (an absolute floor of 1e-12 where a value crosses 0).
+    assert len(ours) == len(theirs)
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        for col, (x, y) in enumerate(zip(a, b)):
+            assert math.isclose(x, y, rel_tol=rel, abs_tol=1e-12), (step, col, x, y)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_parity_with_torch_over_10000_steps(case):
+    assert_rows_close(run(case, ss), run(case, torch.optim.lr_scheduler))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_parity_with_torch_other_random_arguments(seed):
+    for case in parity_cases(seed):
+        assert_rows_close(run(case, ss, steps=1500), run(case, torch.optim.lr_scheduler, steps=1500))
+
+
+def test_sequences_are_bit_identical():
+    # Same libm, same order of operations: not just close, the same doubles.
+    for case in parity_cases(seed=4):
+        assert run(case, ss, steps=2000) == run(case, torch.optim.lr_scheduler, steps=2000), case.name
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_is_the_torch_class(case):
+    opt = make_optimizer(case.optimizer)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch warns about step order without optimizer.step()
-        sched = make_scheduler(opt)
-        seq = [[g["lr"] for g in opt.param_groups]]
+        warnings.simplefilter("ignore")
+        ours = build(case, ss, opt)
+    theirs_cls = type(build(case, torch.optim.lr_scheduler, make_optimizer(case.optimizer)))
+    assert isinstance(ours, theirs_cls) and isinstance(ours, torch.optim.lr_scheduler.LRScheduler)
+
+
+def _resume(case, src_module, dst_module, k, n):
+    """Run `k` steps with src, checkpoint (scheduler + optimizer, through torch.save), rebuild
+    with dst, load, run to `n`: the rows after the checkpoint."""
+    opt = make_optimizer(case.optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sched = build(case, src_module, opt)
+        for i in range(k):
+            opt.step()
+            case.step(sched, i)
+        buffer = io.BytesIO()
+        torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, buffer)
+        buffer.seek(0)
+        checkpoint = torch.load(buffer, weights_only=False)
+        opt2 = make_optimizer(case.optimizer)
+        sched2 = build(case, dst_module, opt2)  # the scheduler first, as torch's docs say
+        opt2.load_state_dict(checkpoint["opt"])
+        sched2.load_state_dict(checkpoint["sched"])
+        rows = []
+        for i in range(k, n):
+            opt2.step()
+            case.step(sched2, i)
+            rows.append([float(g["lr"]) for g in opt2.param_groups])
+    return rows
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_state_dict_resumes_mid_run(case):
+    full = [row[: len(BASE_LRS)] for row in run(case, ss, steps=600)]
+    assert_rows_close(_resume(case, ss, ss, 237, 600), full[238:])
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_state_dict_cross_loads_with_torch(case):
+    full = [row[: len(BASE_LRS)] for row in run(case, torch.optim.lr_scheduler, steps=500)]
+    assert_rows_close(_resume(case, torch.optim.lr_scheduler, ss, 211, 500), full[212:])
+    assert_rows_close(_resume(case, ss, torch.optim.lr_scheduler, 211, 500), full[212:])
+
+
+# ---- the extra schedules, against their formulas written out here -------------------------
+
+
+def lrs_of(make, steps, lrs=BASE_LRS):
+    opt = make_optimizer(lrs=lrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sched = make(opt)
+        out = [[g["lr"] for g in opt.param_groups]]
         for _ in range(steps):
             opt.step()
             sched.step()
-            seq.append([g["lr"] for g in opt.param_groups])
-    return seq, sched
+            out.append([g["lr"] for g in opt.param_groups])
+    return out
 
 
-def assert_sequences_close(ours, theirs, bases, rel=1e-10):
-    # Relative 1e-10, with an absolute floor of 1e-10 * base lr where the lr passes through 0.
-    assert len(ours) == len(theirs)
-    for step, (a, b) in enumerate(zip(ours, theirs)):
-        for g, (x, y) in enumerate(zip(a, b)):
-            assert math.isclose(x, y, rel_tol=rel, abs_tol=rel * bases[g]), (step, g, x, y)
+def hf_cosine_with_warmup(t, warmup, total):
+    # transformers.get_cosine_schedule_with_warmup's factor (num_cycles=0.5)
+    if t < warmup:
+        return float(t) / float(max(1, warmup))
+    progress = float(t - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
 
 
-@pytest.mark.parametrize("T_max", [1, 3, 10, 97, 2500])
-@pytest.mark.parametrize("eta_min", [0.0, 1e-3])
-def test_cosine_annealing_matches_torch_over_10000_steps(T_max, eta_min):
-    bases = (0.1, 0.03, 1.0)
-    ours, _ = lr_sequence(lambda o: ss.CosineAnnealingLR(o, T_max, eta_min), 10_000, bases)
-    theirs, _ = lr_sequence(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max, eta_min), 10_000, bases)
-    assert_sequences_close(ours, theirs, bases)
+def hf_wsd(t, warmup, stable, decay, decay_type, min_ratio):
+    # transformers.get_wsd_schedule's factor (linear warmup, num_cycles=0.5)
+    if t < warmup:
+        return max(0.0, float(t) / float(max(1, warmup)) * (1.0 - min_ratio) + min_ratio)
+    if t < warmup + stable:
+        return 1.0
+    if t < warmup + stable + decay:
+        p = float(t - warmup - stable) / float(max(1, decay))
+        f = {"linear": 1.0 - p, "cosine": 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * p)), "1-sqrt": 1.0 - math.sqrt(p)}
+        return max(0.0, f[decay_type] * (1.0 - min_ratio) + min_ratio)
+    return min_ratio
 
 
-def test_cosine_annealing_is_bit_identical_to_torch():
-    # Same libm, same operation order: the doubles themselves agree.
-    rng = random.Random(0)
-    for _ in range(5):
-        T_max, eta_min = rng.randint(1, 500), rng.uniform(0, 0.01)
-        bases = tuple(rng.uniform(0.01, 1) for _ in range(3))
-        ours, _ = lr_sequence(lambda o: ss.CosineAnnealingLR(o, T_max, eta_min), 2000, bases)
-        theirs, _ = lr_sequence(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max, eta_min), 2000, bases)
-        assert ours == theirs
+def hf_inverse_sqrt(t, warmup, timescale):
+    if timescale is None:
+        timescale = warmup or 10_000
+    if t < warmup:
+        return float(t) / float(max(1, warmup))
+    return 1.0 / math.sqrt((t + timescale - warmup) / timescale)
 
 
-def test_cosine_annealing_step_with_epoch_matches_torch():
-    def run(cls):
-        opt = make_optimizer()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sched = cls(opt, 10, 0.01)
-            out = []
-            for epoch in [3, 7, 7, 12, 1]:
-                sched.step(epoch)
-                out.append(sched.get_last_lr())
-        return out
-
-    assert run(ss.CosineAnnealingLR) == run(torch.optim.lr_scheduler.CosineAnnealingLR)
+@pytest.mark.parametrize("seed", range(4))
+def test_warmup_cosine_equals_transformers_formula(seed):
+    r = random.Random(seed)
+    warmup, total = r.randint(0, 200), r.randint(200, 3000)
+    got = lrs_of(lambda o: ss.WarmupCosineLR(o, warmup, total), total)
+    for t, row in enumerate(got):
+        for base, lr in zip(BASE_LRS, row):
+            assert math.isclose(lr, base * hf_cosine_with_warmup(t, warmup, total), rel_tol=1e-12, abs_tol=1e-15)
 
 
-def test_cosine_annealing_state_dict_cross_loads_with_torch():
-    for src_cls, dst_cls in [
-        (torch.optim.lr_scheduler.CosineAnnealingLR, ss.CosineAnnealingLR),
-        (ss.CosineAnnealingLR, torch.optim.lr_scheduler.CosineAnnealingLR),
-    ]:
-        full, _ = lr_sequence(lambda o: src_cls(o, 17, 1e-4), 60)
-        opt = make_optimizer()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            src = src_cls(opt, 17, 1e-4)
-            for _ in range(25):
-                opt.step()
-                src.step()
-            state = src.state_dict()
-            dst = dst_cls(opt, 5, 0.5)  # wrong hyper-parameters, overwritten by the state
-            dst.load_state_dict(state)
-            seq = []
-            for _ in range(35):
-                opt.step()
-                dst.step()
-                seq.append([g["lr"] for g in opt.param_groups])
-        assert seq == full[26:]
-        assert sorted(state) == sorted(dst.state_dict())
+def test_warmup_cosine_start_factor_eta_min_and_tail():
+    got = lrs_of(lambda o: ss.WarmupCosineLR(o, 10, 100, warmup_start_factor=0.1, eta_min=1e-3), 150)
+    assert got[0] == pytest.approx([b * 0.1 for b in BASE_LRS], rel=1e-12)
+    assert got[10] == pytest.approx(list(BASE_LRS), rel=1e-12)
+    mid = [1e-3 + (b - 1e-3) * 0.5 * (1 + math.cos(math.pi * 0.5)) for b in BASE_LRS]
+    assert got[55] == pytest.approx(mid, rel=1e-12)
+    assert all(row == pytest.approx([1e-3] * 3) for row in got[100:])
 
 
-def test_cosine_annealing_is_an_lrscheduler():
+@pytest.mark.parametrize("decay_type", ["linear", "cosine", "1-sqrt"])
+def test_wsd_equals_transformers_formula(decay_type):
+    r = random.Random(decay_type)
+    for _ in range(3):
+        warmup, stable, decay = r.randint(0, 100), r.randint(0, 300), r.randint(1, 300)
+        ratio = r.choice([0.0, r.uniform(0, 0.5)])
+        n = warmup + stable + decay + 50
+        got = lrs_of(lambda o: ss.WarmupStableDecayLR(o, warmup, stable, decay, ratio, ratio, decay_type), n)
+        for t, row in enumerate(got):
+            f = hf_wsd(t, warmup, stable, decay, decay_type, ratio)
+            assert row == pytest.approx([b * f for b in BASE_LRS], rel=1e-12, abs=1e-15), t
+
+
+@pytest.mark.parametrize("warmup,timescale", [(0, None), (100, None), (50, 500), (1, 3)])
+def test_inverse_sqrt_equals_transformers_formula(warmup, timescale):
+    got = lrs_of(lambda o: ss.InverseSqrtLR(o, warmup, timescale), 3000)
+    for t, row in enumerate(got):
+        assert row == pytest.approx([b * hf_inverse_sqrt(t, warmup, timescale) for b in BASE_LRS], rel=1e-12)
+
+
+@pytest.mark.parametrize("staircase", [False, True])
+def test_exponential_decay_formula(staircase):
+    rate, steps, floor = 0.5, 37, 0.01
+    got = lrs_of(lambda o: ss.ExponentialDecayLR(o, rate, steps, staircase, floor), 1000)
+    for t, row in enumerate(got):
+        e = t // steps if staircase else t / steps
+        assert row == pytest.approx([max(b * rate**e, floor) for b in BASE_LRS], rel=1e-12)
+
+
+def test_bounded_lr_clamps_any_scheduler():
+    got = lrs_of(lambda o: ss.BoundedLR(ss.ExponentialLR(o, 0.9), 0.01, 0.5), 200)
+    assert got[0] == [0.1, 0.03, 0.5]  # clamped at construction
+    for t, row in enumerate(got):
+        want = [min(max(b * 0.9**t, 0.01), 0.5) for b in (0.1, 0.03, 0.5)]
+        assert row == pytest.approx(want, rel=1e-12)
+    cyc = lrs_of(lambda o: ss.BoundedLR(ss.CyclicLR(o, 0.001, 1.0, 20, cycle_momentum=False), 0.01, 0.2), 100)
+    assert all(0.01 <= lr <= 0.2 for row in cyc for lr in row)
+    assert max(lr for row in cyc for lr in row) == 0.2 and min(lr for row in cyc for lr in row) == 0.01
+
+
+def splitmix_draw(seed, index, lo, hi, log_uniform):
+    # The documented draw of RandomLR, written out in Python: two splitmix64 rounds.
+    mask = (1 << 64) - 1
+    z = (seed * 0x9E3779B97F4A7C15 + index) & mask
+    for _ in range(2):
+        z = (z + 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        z = z ^ (z >> 31)
+    u = (z >> 11) * 2.0**-53
+    if log_uniform:
+        return math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+    return lo + u * (hi - lo)
+
+
+@pytest.mark.parametrize("log_uniform", [True, False])
+def test_random_lr_is_the_seeded_sequence(log_uniform):
+    seq = lrs_of(lambda o: ss.RandomLR(o, 1e-4, 1e-1, period=3, log_uniform=log_uniform, seed=42), 300)
+    for t, row in enumerate(seq):
+        want = splitmix_draw(42, t // 3, 1e-4, 1e-1, log_uniform)
+        assert row == [want] * 3
+        assert 1e-4 <= row[0] <= 1e-1
+    assert seq == lrs_of(lambda o: ss.RandomLR(o, 1e-4, 1e-1, period=3, log_uniform=log_uniform, seed=42), 300)
+    other = lrs_of(lambda o: ss.RandomLR(o, 1e-4, 1e-1, period=3, log_uniform=log_uniform, seed=43), 300)
+    assert other != seq
+
+
+def test_random_lr_resumes_from_state_dict():
+    full = lrs_of(lambda o: ss.RandomLR(o, 1e-3, 1.0, seed=7), 100)
     opt = make_optimizer()
-    sched = ss.CosineAnnealingLR(opt, T_max=5)
-    assert isinstance(sched, torch.optim.lr_scheduler.LRScheduler)
-    assert sched.get_last_lr() == [0.1, 0.03, 1.0]
-    assert sched.last_epoch == 0
+    sched = ss.RandomLR(opt, 1e-3, 1.0, seed=7)
+    for _ in range(40):
+        sched.step()
+    state = copy.deepcopy(sched.state_dict())
+    opt2 = make_optimizer()
+    sched2 = ss.RandomLR(opt2, 1e-3, 1.0, seed=0)
+    sched2.load_state_dict(state)
+    rest = []
+    for _ in range(60):
+        sched2.step()
+        rest.append([g["lr"] for g in opt2.param_groups])
+    assert rest == full[41:]
 
 
-@pytest.mark.parametrize("T_max", [0, -2])
-def test_cosine_annealing_rejects_bad_T_max_without_touching_optimizer(T_max):
+def test_extras_resume_mid_run():
+    makers = [
+        lambda o: ss.WarmupCosineLR(o, 20, 300, 0.1, 1e-4),
+        lambda o: ss.WarmupStableDecayLR(o, 20, 100, 150, 0.0, 0.1, "1-sqrt"),
+        lambda o: ss.InverseSqrtLR(o, 30),
+        lambda o: ss.ExponentialDecayLR(o, 0.7, 13, True, 1e-3),
+        lambda o: ss.BoundedLR(ss.ExponentialLR(o, 0.97), 0.005, 0.5),
+    ]
+    for make in makers:
+        full = lrs_of(make, 300)
+        opt = make_optimizer()
+        sched = make(opt)
+        for _ in range(120):
+            sched.step()
+        state, opt_state = copy.deepcopy(sched.state_dict()), copy.deepcopy(opt.state_dict())
+        opt2 = make_optimizer()
+        sched2 = make(opt2)
+        opt2.load_state_dict(opt_state)
+        sched2.load_state_dict(state)
+        rest = []
+        for _ in range(180):
+            sched2.step()
+            rest.append([g["lr"] for g in opt2.param_groups])
+        assert rest == full[121:]
+
+
+def test_extras_compose_with_sequential_and_chained():
     opt = make_optimizer()
-    with pytest.raises(ValueError, match="T_max"):
-        ss.CosineAnnealingLR(opt, T_max)
-    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.03, 1.0]
-    assert all("initial_lr" not in g for g in opt.param_groups)
+    seq = ss.SequentialLR(opt, [ss.WarmupCosineLR(opt, 10, 100), ss.InverseSqrtLR(opt, 0, 50)], [100])
+    lrs = []
+    for _ in range(200):
+        seq.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[98] < 1e-3 and lrs[99] == pytest.approx(0.1)  # restart at the milestone
+    opt = make_optimizer()
+    chained = ss.ChainedScheduler([ss.WarmupCosineLR(opt, 10, 100), ss.ExponentialLR(opt, 0.99)])
+    chained.step()
+    assert opt.param_groups[0]["lr"] > 0
+
+
+# ---- bad input: PyTorch's errors (or clearer ones), raised before anything changes ---------
+
+BAD = [
+    (lambda o: ss.CosineAnnealingLR(o, 0), ValueError, "T_max"),
+    (lambda o: ss.CosineAnnealingLR(o, -5), ValueError, "T_max"),
+    (lambda o: ss.StepLR(o, 0), ValueError, "step_size"),
+    (lambda o: ss.ConstantLR(o, factor=1.5), ValueError, "factor"),
+    (lambda o: ss.LinearLR(o, start_factor=0.0), ValueError, "factor"),
+    (lambda o: ss.LinearLR(o, end_factor=2.0), ValueError, "factor"),
+    (lambda o: ss.LambdaLR(o, [lambda e: 1.0]), ValueError, "lr_lambdas"),
+    (lambda o: ss.CosineAnnealingWarmRestarts(o, 0), ValueError, "T_0"),
+    (lambda o: ss.CosineAnnealingWarmRestarts(o, 5, 0), ValueError, "T_mult"),
+    (lambda o: ss.CyclicLR(o, 0.1, 1.0, mode="sawtooth"), ValueError, "mode"),
+    (lambda o: ss.CyclicLR(o, [0.1, 0.2], 1.0), ValueError, "base_lr"),
+    (lambda o: ss.OneCycleLR(o, 0.1), ValueError, "total_steps"),
+    (lambda o: ss.OneCycleLR(o, 0.1, total_steps=100, pct_start=1.5), ValueError, "pct_start"),
+    (lambda o: ss.OneCycleLR(o, 0.1, total_steps=100, anneal_strategy="exp"), ValueError, "anneal_strategy"),
+    (lambda o: ss.ReduceLROnPlateau(o, factor=1.0), ValueError, "actor"),
+    (lambda o: ss.ReduceLROnPlateau(o, mode="median"), ValueError, "mode"),
+    (lambda o: ss.ReduceLROnPlateau(o, min_lr=[0.1]), ValueError, "min_lr"),
+    (lambda o: ss.SWALR(o, 0.05, anneal_epochs=-1), ValueError, "anneal_epochs"),
+    (lambda o: ss.SequentialLR(o, [ss.StepLR(o, 5), ss.StepLR(o, 5)], [3, 4]), ValueError, "milestone"),
+    (lambda o: ss.WarmupCosineLR(o, 100, 50), ValueError, "total_steps"),
+    (lambda o: ss.WarmupCosineLR(o, 10, 50, warmup_start_factor=1.5), ValueError, "warmup_start_factor"),
+    (lambda o: ss.WarmupStableDecayLR(o, 10, 10, 10, decay_type="exp"), ValueError, "decay_type"),
+    (lambda o: ss.WarmupStableDecayLR(o, -1, 10, 10), ValueError, "warmup_steps"),
+    (lambda o: ss.InverseSqrtLR(o, -3), ValueError, "warmup_steps"),
+    (lambda o: ss.ExponentialDecayLR(o, 0.5, 0), ValueError, "decay_steps"),
+    (lambda o: ss.RandomLR(o, 0.1, 0.01), ValueError, "min_lr"),
+    (lambda o: ss.RandomLR(o, 0.0, 0.01), ValueError, "min_lr"),
+    (lambda o: ss.RandomLR(o, 0.01, 0.1, period=0), ValueError, "period"),
+    (lambda o: ss.BoundedLR(ss.StepLR(o, 5), 0.5, 0.1), ValueError, "min_lr"),
+]
+
+
+def _snapshot(opt):
+    return [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("make,exc,word", BAD, ids=range(len(BAD)))
+def test_bad_input_raises_and_changes_nothing(make, exc, word):
+    opt = make_optimizer()
+    if "SequentialLR" in repr(make.__code__.co_names) or "BoundedLR" in make.__code__.co_names:
+        before = None  # the inner schedulers are built (and step) before the error, as in torch
+    else:
+        before = _snapshot(opt)
+    with pytest.raises(exc, match=word):
+        make(opt)
+    if before is not None:
+        assert _snapshot(opt) == before
+
+
+def test_cycle_momentum_needs_momentum():
+    opt = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    for make in [lambda: ss.CyclicLR(opt, 0.01, 0.1), lambda: ss.OneCycleLR(opt, 0.1, total_steps=10)]:
+        with pytest.raises(ValueError, match="momentum"):
+            make()
+    ss.CyclicLR(opt, 0.01, 0.1, cycle_momentum=False).step()
 
 
 def test_version():

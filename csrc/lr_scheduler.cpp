@@ -1,14 +1,76 @@
 #include <steadystep/lr_scheduler.h>
 
 #include <c10/util/Exception.h>
+#include <c10/util/intrusive_ptr.h>
+
+#include <mutex>
+#include <unordered_map>
 
 namespace steadystep {
+
+namespace {
+
+// NOTE [initial_lr]: PyTorch's schedulers keep `initial_lr` in each param group: the first
+// scheduler built on a group sets it (setdefault) and every later one (in SequentialLR,
+// ChainedScheduler, or stacked by hand) takes its base lr from there. LibTorch's param groups
+// have no such field, so it lives here, keyed by the group's options object. A weak reference
+// to the group's first parameter tells a live entry from one left by a destroyed optimizer
+// whose memory was reused.
+struct InitialLr {
+  c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> first_param;
+  double lr;
+};
+std::mutex initial_lr_mutex;
+std::unordered_map<const void*, InitialLr> initial_lrs;
+
+c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> first_param(
+    torch::optim::OptimizerParamGroup& group) {
+  if (group.params().empty()) {
+    return c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(
+        c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>());
+  }
+  return c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(
+      group.params()[0].getIntrusivePtr());
+}
+
+// The registered initial lr of `group`, if a live one exists.
+std::optional<double> find_initial_lr(torch::optim::OptimizerParamGroup& group) {
+  const auto it = initial_lrs.find(&group.options());
+  if (it == initial_lrs.end()) {
+    return std::nullopt;
+  }
+  const auto param = it->second.first_param.lock();
+  const bool same = group.params().empty() ? !param.defined()
+                                           : param.get() == group.params()[0].unsafeGetTensorImpl();
+  if (!same) {
+    initial_lrs.erase(it);
+    return std::nullopt;
+  }
+  return it->second.lr;
+}
+
+}  // namespace
+
+double initial_lr(torch::optim::OptimizerParamGroup& group, std::optional<double> set) {
+  std::lock_guard<std::mutex> lock(initial_lr_mutex);
+  if (!set) {
+    if (auto found = find_initial_lr(group)) {
+      return *found;
+    }
+    set = group.options().get_lr();
+  }
+  initial_lrs.insert_or_assign(&group.options(), InitialLr{first_param(group), *set});
+  return *set;
+}
 
 LRScheduler::LRScheduler(torch::optim::Optimizer& optimizer, int64_t last_epoch)
     : torch::optim::LRScheduler(optimizer), optimizer_(optimizer), last_epoch_(last_epoch) {
   TORCH_CHECK_VALUE(last_epoch >= -1, "last_epoch must be >= -1, got ", last_epoch);
-  base_lrs_ = get_current_lrs();
-  last_lr_ = base_lrs_;
+  // Python: base_lrs = [group["initial_lr"]], set from the current lr if absent.
+  for (auto& group : optimizer.param_groups()) {
+    base_lrs_.push_back(initial_lr(group));
+  }
+  last_lr_ = get_current_lrs();
 }
 
 void LRScheduler::initial_step() {

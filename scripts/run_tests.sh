@@ -11,7 +11,7 @@ ctest --test-dir "$BUILD" --output-on-failure -j "${CTEST_JOBS:-2}"
 ctest_rc=$?
 
 echo "== pytest"
-"$PY" -m pytest tests/python -q
+STEADYSTEP_BUILD_DIR="$BUILD" STEADYSTEP_REQUIRE_CPP_DRIVER=1 "$PY" -m pytest tests/python -q -p no:warnings
 pytest_rc=$?
 # pytest exits 5 when it collected nothing: that is a failure of the suite, not a pass.
 

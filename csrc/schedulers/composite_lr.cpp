@@ -45,10 +45,8 @@ SequentialLR::SequentialLR(torch::optim::Optimizer& optimizer,
   // PyTorch's recipe: restore the initial lrs, undo the construction step of every scheduler,
   // and let the first one take it again.
   set_last_epoch(last_epoch + 1);
-  const auto initial = schedulers_[0]->base_lrs();
-  set_base_lrs(initial);
-  for (size_t i = 0; i < initial.size(); ++i) {
-    optimizer.param_groups()[i].options().set_lr(initial[i]);
+  for (auto& group : optimizer.param_groups()) {
+    group.options().set_lr(initial_lr(group));
   }
   for (const auto& s : schedulers_) {
     undo_step(*s);

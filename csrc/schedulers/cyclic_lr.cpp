@@ -41,6 +41,7 @@ CyclicLR::CyclicLR(torch::optim::Optimizer& optimizer, const CyclicLROptions& op
     const auto max_momentum = per_group(options.max_momentum(), groups, "max_momentum");
     for (size_t i = 0; i < groups; ++i) {
       optimizer.param_groups()[i].options().set_lr(base[i]);
+      initial_lr(optimizer.param_groups()[i]);  // setdefault, as the base constructor would
       if (cycle_momentum_) {
         set_momentum(optimizer.param_groups()[i], max_momentum[i]);
       }
@@ -101,6 +102,9 @@ OneCycleLR::OneCycleLR(torch::optim::Optimizer& optimizer, const OneCycleLROptio
   std::vector<double> initial(groups);
   for (size_t i = 0; i < groups; ++i) {
     initial[i] = max_lrs[i] / options.div_factor();
+    if (options.last_epoch() == -1) {
+      initial_lr(optimizer.param_groups()[i], initial[i]);  // PyTorch overwrites initial_lr
+    }
     groups_.push_back({initial[i], max_lrs[i], initial[i] / options.final_div_factor(),
                        max_momentum[i], base_momentum[i]});
     if (cycle_momentum_ && options.last_epoch() == -1) {

@@ -42,9 +42,9 @@ std::vector<double> MultiStep::get_lr(const StepContext& ctx) const {
 
 std::vector<double> MultiStep::closed_form_lr(const StepContext& ctx) const {
   // bisect_right: milestones <= last_epoch.
-  const auto passed = std::upper_bound(sorted_milestones_.begin(), sorted_milestones_.end(),
-                                       ctx.last_epoch) -
-                      sorted_milestones_.begin();
+  const auto passed =
+      std::upper_bound(sorted_milestones_.begin(), sorted_milestones_.end(), ctx.last_epoch) -
+      sorted_milestones_.begin();
   return scaled(ctx.base_lrs, std::pow(gamma_, static_cast<double>(passed)));
 }
 

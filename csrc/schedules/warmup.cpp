@@ -7,7 +7,8 @@
 
 namespace steadystep::schedules {
 
-Constant::Constant(double factor, int64_t total_iters) : factor_(factor), total_iters_(total_iters) {
+Constant::Constant(double factor, int64_t total_iters)
+    : factor_(factor), total_iters_(total_iters) {
   TORCH_CHECK_VALUE(factor >= 0 && factor <= 1.0,
                     "ConstantLR: factor must be between 0 and 1, got ", factor);
 }
@@ -44,9 +45,8 @@ std::vector<double> Linear::get_lr(const StepContext& ctx) const {
   }
   const double t = static_cast<double>(ctx.last_epoch);
   const double factor =
-      1.0 + (end_factor_ - start_factor_) /
-                (static_cast<double>(total_iters_) * start_factor_ +
-                 (t - 1) * (end_factor_ - start_factor_));
+      1.0 + (end_factor_ - start_factor_) / (static_cast<double>(total_iters_) * start_factor_ +
+                                             (t - 1) * (end_factor_ - start_factor_));
   return scaled(ctx.lrs, factor);
 }
 
@@ -56,7 +56,8 @@ std::vector<double> Linear::closed_form_lr(const StepContext& ctx) const {
                                                   static_cast<double>(total_iters_));
 }
 
-Polynomial::Polynomial(int64_t total_iters, double power) : total_iters_(total_iters), power_(power) {}
+Polynomial::Polynomial(int64_t total_iters, double power)
+    : total_iters_(total_iters), power_(power) {}
 
 std::vector<double> Polynomial::get_lr(const StepContext& ctx) const {
   if (ctx.is_initial || ctx.last_epoch > total_iters_) {
@@ -70,8 +71,7 @@ std::vector<double> Polynomial::get_lr(const StepContext& ctx) const {
 
 std::vector<double> Polynomial::closed_form_lr(const StepContext& ctx) const {
   const double done = static_cast<double>(std::min(total_iters_, ctx.last_epoch));
-  return scaled(ctx.base_lrs,
-                std::pow(1.0 - done / static_cast<double>(total_iters_), power_));
+  return scaled(ctx.base_lrs, std::pow(1.0 - done / static_cast<double>(total_iters_), power_));
 }
 
 }  // namespace steadystep::schedules

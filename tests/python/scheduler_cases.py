@@ -1,14 +1,17 @@
-"""Scheduler configurations shared by the parity tests and the C++ golden-file generator.
+"""Scheduler configurations shared by the Python parity tests and the C++ driver tests.
 
-Each case builds the same scheduler from a module (``torch.optim.lr_scheduler`` or
-``steadystep.lr_scheduler``) and says how to step it. Arguments come from a seeded RNG, so every
-run covers the same (randomized) ground and a failure can be reproduced.
+A case is data: a `Spec` (class name, positional and keyword arguments; arguments may be specs
+themselves, for SequentialLR, ChainedScheduler and BoundedLR) and how to step it. The same spec
+builds torch's class, steadystep's Python class and, through the test driver, steadystep's C++
+class. Arguments come from a seeded RNG: every run covers the same randomized ground.
 """
 
+import inspect
 import math
 import random
-from dataclasses import dataclass
-from typing import Any, Callable
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.optim import swa_utils
@@ -16,6 +19,25 @@ from torch.optim import swa_utils
 import steadystep.lr_scheduler as ss
 
 BASE_LRS = (0.1, 0.03, 1.0)
+
+
+@dataclass
+class Spec:
+    name: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Case:
+    spec: Spec
+    optimizer: str = "sgd"  # "sgd" (momentum 0.9) or "adam"
+    steps: int = 10_000
+    step_values: list | None = None  # per-step argument of step(): an epoch or a metric
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 def make_optimizer(kind: str = "sgd", lrs=BASE_LRS) -> torch.optim.Optimizer:
@@ -27,126 +49,162 @@ def make_optimizer(kind: str = "sgd", lrs=BASE_LRS) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=lrs[0], momentum=0.9)
 
 
-def torch_module(name: str) -> Any:
-    return swa_utils if name == "SWALR" else torch.optim.lr_scheduler
+class _TorchNamespace:
+    """torch's schedulers under one roof (SWALR lives in swa_utils)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(swa_utils if name == "SWALR" else torch.optim.lr_scheduler, name)
 
 
-@dataclass
-class Case:
-    name: str  # class name, in both modules
-    build: Callable[[Any, torch.optim.Optimizer], Any]  # (module, optimizer) -> scheduler
-    step: Callable[[Any, int], None] = lambda s, i: s.step()
-    optimizer: str = "sgd"
-    steps: int = 10_000
+TORCH = _TorchNamespace()
+NO_OPTIMIZER_ARG = {"ChainedScheduler", "BoundedLR"}
 
 
-def parity_cases(seed: int = 0) -> list[Case]:
-    """One randomized configuration of every class of PyTorch's set."""
+def build(spec: Spec, module: Any, optimizer: torch.optim.Optimizer) -> Any:
+    """The scheduler `spec` describes, from `module` (TORCH or steadystep.lr_scheduler)."""
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, Spec):
+            return build(value, module, optimizer)
+        if isinstance(value, list) and value and isinstance(value[0], Spec):
+            return [resolve(v) for v in value]
+        return value
+
+    cls = getattr(module, spec.name)
+    args = [resolve(a) for a in spec.args]
+    kwargs = {k: resolve(v) for k, v in spec.kwargs.items()}
+    if spec.name in NO_OPTIMIZER_ARG:
+        return cls(*args, **kwargs)
+    return cls(optimizer, *args, **kwargs)
+
+
+def as_kwargs(spec: Spec) -> dict:
+    """Every argument of `spec` by name, defaults filled in (what the C++ driver reads)."""
+    init = getattr(ss, spec.name).__init__
+    if spec.name == "OneCycleLR":  # ours forwards *args to torch's: read torch's signature
+        init = torch.optim.lr_scheduler.OneCycleLR.__init__
+    bound = inspect.signature(init)
+    if spec.name in NO_OPTIMIZER_ARG:
+        bound = bound.bind(None, *spec.args, **spec.kwargs)
+    else:
+        bound = bound.bind(None, None, *spec.args, **spec.kwargs)
+    bound.apply_defaults()
+    out = {"__name__": spec.name}
+    for key, value in list(bound.arguments.items())[1:]:
+        if isinstance(value, Spec):
+            value = as_kwargs(value)
+        elif isinstance(value, list) and value and isinstance(value[0], Spec):
+            value = [as_kwargs(v) for v in value]
+        out[key] = value
+    return out
+
+
+def run(case: Case, module: Any, steps: int | None = None) -> list[list[float]]:
+    """lr and momentum (or beta1) of every group after construction and after each step."""
+    opt = make_optimizer(case.optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sched = build(case.spec, module, opt)
+        rows = [row(opt)]
+        for i in range(steps or case.steps):
+            opt.step()
+            if case.step_values is None:
+                sched.step()
+            else:
+                sched.step(case.step_values[i])
+            rows.append(row(opt))
+    return rows
+
+
+def row(opt: torch.optim.Optimizer) -> list[float]:
+    lrs = [float(g["lr"]) for g in opt.param_groups]
+    moms = [float(g["momentum"]) if "momentum" in g else float(g["betas"][0]) for g in opt.param_groups]
+    return lrs + moms
+
+
+def parity_cases(seed: int = 0, steps: int = 10_000) -> list[Case]:
+    """Randomized configurations of every class of PyTorch's set."""
     r = random.Random(seed)
     T_max, T_0, T_mult = r.randint(5, 300), r.randint(3, 50), r.randint(1, 3)
     step_size, gamma = r.randint(1, 50), r.uniform(0.3, 0.95)
     milestones = sorted(r.sample(range(1, 5000), 6)) + [r.randint(1, 100)] * 2
     up, down = r.randint(5, 400), r.randint(5, 400)
-    total = 10_000
-    metric_phase = r.uniform(0, 10)
-    # Every random argument is drawn here, once, so that both modules see the same values.
     const_factor, const_iters = r.uniform(0.05, 1.0), r.randint(1, 100)
     lin_start, lin_end, lin_iters = r.uniform(0.05, 1), r.uniform(0, 1), r.randint(1, 500)
     poly_iters, poly_power = r.randint(1, 5000), r.uniform(0.5, 3)
     eta_min = r.uniform(0, 0.01)
     patience, cooldown = r.randint(0, 10), r.randint(0, 5)
     swa_epochs = r.randint(0, 50)
+    phase = r.uniform(0, 10)
+    metric = [math.sin(i / 50 + phase) + 2.0 for i in range(steps)]
+    rising = [1.0 - 1.0 / (i + 1) for i in range(steps)]
+    epochs = [i * 0.37 for i in range(steps)]
     return [
-        Case("LambdaLR", lambda m, o: m.LambdaLR(o, lambda e: 1.0 / (1 + 0.01 * e))),
-        Case("LambdaLR", lambda m, o: m.LambdaLR(o, [lambda e: 0.99**e, lambda e: 1.0, lambda e: math.cos(e)])),
-        Case("MultiplicativeLR", lambda m, o: m.MultiplicativeLR(o, lambda e: 0.9995)),
-        Case("StepLR", lambda m, o: m.StepLR(o, step_size, gamma)),
-        Case("MultiStepLR", lambda m, o: m.MultiStepLR(o, milestones, gamma)),
-        Case("ConstantLR", lambda m, o: m.ConstantLR(o, const_factor, const_iters)),
-        Case("LinearLR", lambda m, o: m.LinearLR(o, lin_start, lin_end, lin_iters)),
-        Case("ExponentialLR", lambda m, o: m.ExponentialLR(o, 0.9995)),
-        Case("PolynomialLR", lambda m, o: m.PolynomialLR(o, poly_iters, poly_power)),
-        Case("CosineAnnealingLR", lambda m, o: m.CosineAnnealingLR(o, T_max, eta_min)),
-        Case("CosineAnnealingWarmRestarts", lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0, T_mult, 1e-4)),
+        Case(Spec("LambdaLR", (lambda e: 1.0 / (1 + 0.01 * e),)), steps=steps),
+        Case(Spec("LambdaLR", ([lambda e: 0.99**e, lambda e: 1.0, lambda e: math.cos(e)],)), steps=steps),
+        Case(Spec("MultiplicativeLR", (lambda e: 0.9995,)), steps=steps),
+        Case(Spec("StepLR", (step_size, gamma)), steps=steps),
+        Case(Spec("MultiStepLR", (milestones, gamma)), steps=steps),
+        Case(Spec("ConstantLR", (const_factor, const_iters)), steps=steps),
+        Case(Spec("LinearLR", (lin_start, lin_end, lin_iters)), steps=steps),
+        Case(Spec("ExponentialLR", (0.9995,)), steps=steps),
+        Case(Spec("PolynomialLR", (poly_iters, poly_power)), steps=steps),
+        Case(Spec("CosineAnnealingLR", (T_max, eta_min)), steps=steps),
+        Case(Spec("CosineAnnealingWarmRestarts", (T_0, T_mult, 1e-4)), steps=steps),
+        Case(Spec("CosineAnnealingWarmRestarts", (T_0, 2, 0.0)), steps=steps, step_values=epochs),
+        Case(Spec("CyclicLR", (0.01, [0.1, 0.05, 2.0], up, down, "triangular")), steps=steps),
+        Case(Spec("CyclicLR", (0.01, 0.1, up, None, "triangular2")), steps=steps),
+        Case(Spec("CyclicLR", (0.01, 0.1, up, down, "exp_range"), {"gamma": 0.9999}), "adam", steps=steps),
         Case(
-            "CosineAnnealingWarmRestarts",
-            lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0, 2, 0.0),
-            step=lambda s, i: s.step(i * 0.37),
+            Spec("CyclicLR", (0.01, 0.1, up), {"scale_fn": lambda x: 1 / (1 + x), "scale_mode": "iterations"}),
+            steps=steps,
         ),
-        Case("CyclicLR", lambda m, o: m.CyclicLR(o, 0.01, [0.1, 0.05, 2.0], up, down, "triangular")),
-        Case("CyclicLR", lambda m, o: m.CyclicLR(o, 0.01, 0.1, up, None, "triangular2")),
-        Case("CyclicLR", lambda m, o: m.CyclicLR(o, 0.01, 0.1, up, down, "exp_range", gamma=0.9999), optimizer="adam"),
+        Case(Spec("OneCycleLR", ([0.3, 0.1, 2.0],), {"total_steps": steps}), steps=steps),
         Case(
-            "CyclicLR",
-            lambda m, o: m.CyclicLR(o, 0.01, 0.1, up, scale_fn=lambda x: 1 / (1 + x), scale_mode="iterations"),
-        ),
-        Case("OneCycleLR", lambda m, o: m.OneCycleLR(o, [0.3, 0.1, 2.0], total_steps=total)),
-        Case(
-            "OneCycleLR",
-            lambda m, o: m.OneCycleLR(
-                o, 0.5, epochs=100, steps_per_epoch=100, pct_start=0.25, anneal_strategy="linear", three_phase=True
+            Spec(
+                "OneCycleLR",
+                (0.5,),
+                {"epochs": 100, "steps_per_epoch": steps // 100, "pct_start": 0.25, "anneal_strategy": "linear",
+                 "three_phase": True},
             ),
-            optimizer="adam",
+            "adam",
+            steps=steps,
         ),
         Case(
-            "ReduceLROnPlateau",
-            lambda m, o: m.ReduceLROnPlateau(o, patience=patience, cooldown=cooldown, min_lr=1e-5),
-            step=lambda s, i: s.step(math.sin(i / 50 + metric_phase) + 2.0),
+            Spec("ReduceLROnPlateau", (), {"patience": patience, "cooldown": cooldown, "min_lr": 1e-5}),
+            steps=steps,
+            step_values=metric,
         ),
+        Case(Spec("ReduceLROnPlateau", ("max", 0.5, 3, 0.01, "abs", 2, [0.0, 1e-3, 0.1])), steps=steps,
+             step_values=rising),
+        Case(Spec("SWALR", (0.05, swa_epochs, "cos")), steps=steps),
+        Case(Spec("SWALR", ([0.05, 0.01, 0.2], 10, "linear")), steps=steps),
         Case(
-            "ReduceLROnPlateau",
-            lambda m, o: m.ReduceLROnPlateau(o, "max", 0.5, 3, 0.01, "abs", 2, [0.0, 1e-3, 0.1]),
-            step=lambda s, i: s.step(1.0 - 1.0 / (i + 1)),
-        ),
-        Case("SWALR", lambda m, o: m.SWALR(o, 0.05, swa_epochs, "cos")),
-        Case("SWALR", lambda m, o: m.SWALR(o, [0.05, 0.01, 0.2], 10, "linear")),
-        Case(
-            "SequentialLR",
-            lambda m, o: m.SequentialLR(
-                o, [m.LinearLR(o, 0.1, total_iters=50), m.CosineAnnealingLR(o, T_max), m.ExponentialLR(o, 0.999)],
-                [50, 50 + T_max],
+            Spec(
+                "SequentialLR",
+                ([Spec("LinearLR", (0.1,), {"total_iters": 50}), Spec("CosineAnnealingLR", (T_max,)),
+                  Spec("ExponentialLR", (0.999,))], [50, 50 + T_max]),
             ),
+            steps=steps,
         ),
         Case(
-            "ChainedScheduler",
-            lambda m, o: m.ChainedScheduler([m.ConstantLR(o, 0.2, 30), m.ExponentialLR(o, 0.9995), m.StepLR(o, 700)]),
+            Spec("ChainedScheduler",
+                 ([Spec("ConstantLR", (0.2, 30)), Spec("ExponentialLR", (0.9995,)), Spec("StepLR", (700,))],)),
+            steps=steps,
         ),
     ]
 
 
-def build(case: Case, module: Any, optimizer: torch.optim.Optimizer) -> Any:
-    if module is torch.optim.lr_scheduler:
-        module = _TorchNamespace()
-    return case.build(module, optimizer)
-
-
-class _TorchNamespace:
-    """torch's schedulers under one roof (SWALR lives in swa_utils)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(torch_module(name), name)
-
-
-def run(case: Case, module: Any, steps: int | None = None) -> list[list[float]]:
-    """lr (and momentum or beta1) of every group after construction and after each step."""
-    import warnings
-
-    opt = make_optimizer(case.optimizer)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sched = build(case, module, opt)
-        rows = [_row(opt)]
-        for i in range(steps or case.steps):
-            opt.step()
-            case.step(sched, i)
-            rows.append(_row(opt))
-    return rows
-
-
-def _row(opt: torch.optim.Optimizer) -> list[float]:
-    lrs = [float(g["lr"]) for g in opt.param_groups]
-    moms = [float(g["momentum"]) if "momentum" in g else float(g["betas"][0]) for g in opt.param_groups]
-    return lrs + moms
-
-
-STEADYSTEP = ss
+def extra_cases(steps: int = 2000) -> list[Case]:
+    """The extra schedules (C++ vs Python; their formulas are tested in test_lr_scheduler.py)."""
+    return [
+        Case(Spec("WarmupCosineLR", (100, 1500, 0.05, 1e-4)), steps=steps),
+        Case(Spec("WarmupStableDecayLR", (50, 500, 700, 0.1, 0.1, "1-sqrt")), steps=steps),
+        Case(Spec("WarmupStableDecayLR", (50, 500, 700), {"decay_type": "linear"}), steps=steps),
+        Case(Spec("InverseSqrtLR", (200,)), steps=steps),
+        Case(Spec("ExponentialDecayLR", (0.5, 100, True, 1e-3)), steps=steps),
+        Case(Spec("RandomLR", (1e-4, 1e-1, 7, True, 123)), steps=steps),
+        Case(Spec("RandomLR", (1e-3, 1e-1), {"log_uniform": False, "seed": 9}), steps=steps),
+        Case(Spec("BoundedLR", (Spec("ExponentialLR", (0.99,)), 0.005, 0.5)), steps=steps),
+        Case(Spec("BoundedLR", (Spec("CyclicLR", (0.001, 1.0, 50)), 0.01, 0.3)), steps=steps),
+    ]

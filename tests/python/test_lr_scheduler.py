@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import steadystep
-from scheduler_cases import BASE_LRS, build, make_optimizer, parity_cases, run
+from scheduler_cases import BASE_LRS, TORCH, build, make_optimizer, parity_cases, run
 from steadystep import lr_scheduler as ss
 
 CASES = parity_cases(seed=0)
@@ -28,19 +28,19 @@ def assert_rows_close(ours, theirs, rel=1e-10):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_parity_with_torch_over_10000_steps(case):
-    assert_rows_close(run(case, ss), run(case, torch.optim.lr_scheduler))
+    assert_rows_close(run(case, ss), run(case, TORCH))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_parity_with_torch_other_random_arguments(seed):
     for case in parity_cases(seed):
-        assert_rows_close(run(case, ss, steps=1500), run(case, torch.optim.lr_scheduler, steps=1500))
+        assert_rows_close(run(case, ss, steps=1500), run(case, TORCH, steps=1500))
 
 
 def test_sequences_are_bit_identical():
     # Same libm, same order of operations: not just close, the same doubles.
     for case in parity_cases(seed=4):
-        assert run(case, ss, steps=2000) == run(case, torch.optim.lr_scheduler, steps=2000), case.name
+        assert run(case, ss, steps=2000) == run(case, TORCH, steps=2000), case.name
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -48,9 +48,16 @@ def test_is_the_torch_class(case):
     opt = make_optimizer(case.optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours = build(case, ss, opt)
-    theirs_cls = type(build(case, torch.optim.lr_scheduler, make_optimizer(case.optimizer)))
+        ours = build(case.spec, ss, opt)
+        theirs_cls = type(build(case.spec, TORCH, make_optimizer(case.optimizer)))
     assert isinstance(ours, theirs_cls) and isinstance(ours, torch.optim.lr_scheduler.LRScheduler)
+
+
+def step(case, sched, i):
+    if case.step_values is None:
+        sched.step()
+    else:
+        sched.step(case.step_values[i])
 
 
 def _resume(case, src_module, dst_module, k, n):
@@ -59,22 +66,22 @@ def _resume(case, src_module, dst_module, k, n):
     opt = make_optimizer(case.optimizer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sched = build(case, src_module, opt)
+        sched = build(case.spec, src_module, opt)
         for i in range(k):
             opt.step()
-            case.step(sched, i)
+            step(case, sched, i)
         buffer = io.BytesIO()
         torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, buffer)
         buffer.seek(0)
         checkpoint = torch.load(buffer, weights_only=False)
         opt2 = make_optimizer(case.optimizer)
-        sched2 = build(case, dst_module, opt2)  # the scheduler first, as torch's docs say
+        sched2 = build(case.spec, dst_module, opt2)  # the scheduler first, as torch's docs say
         opt2.load_state_dict(checkpoint["opt"])
         sched2.load_state_dict(checkpoint["sched"])
         rows = []
         for i in range(k, n):
             opt2.step()
-            case.step(sched2, i)
+            step(case, sched2, i)
             rows.append([float(g["lr"]) for g in opt2.param_groups])
     return rows
 
@@ -87,9 +94,9 @@ def test_state_dict_resumes_mid_run(case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_state_dict_cross_loads_with_torch(case):
-    full = [row[: len(BASE_LRS)] for row in run(case, torch.optim.lr_scheduler, steps=500)]
-    assert_rows_close(_resume(case, torch.optim.lr_scheduler, ss, 211, 500), full[212:])
-    assert_rows_close(_resume(case, ss, torch.optim.lr_scheduler, 211, 500), full[212:])
+    full = [row[: len(BASE_LRS)] for row in run(case, TORCH, steps=500)]
+    assert_rows_close(_resume(case, TORCH, ss, 211, 500), full[212:])
+    assert_rows_close(_resume(case, ss, TORCH, 211, 500), full[212:])
 
 
 # ---- the extra schedules, against their formulas written out here -------------------------

@@ -26,6 +26,13 @@
 
 namespace steadystep {
 
+/// A param group's `initial_lr`, as PyTorch keeps it in `group["initial_lr"]`: the lr the first
+/// scheduler built on the group started from, which later schedulers take as their base lr.
+/// Without `set`, returns it (recording the current lr if none is recorded, as `setdefault`);
+/// with `set`, records that value (OneCycleLR does).
+double initial_lr(torch::optim::OptimizerParamGroup& group,
+                  std::optional<double> set = std::nullopt);
+
 /// Base of every steadystep scheduler: a `torch::optim::LRScheduler` that behaves like
 /// PyTorch's Python `LRScheduler`. Unlike LibTorch's own schedulers it steps once at
 /// construction and counts `last_epoch` as Python does, so the lr after construction and after
@@ -33,9 +40,9 @@ namespace steadystep {
 /// `torch::load(scheduler, path)` (the scheduler's state; save the optimizer's beside it).
 class LRScheduler : public torch::optim::LRScheduler {
  public:
-  /// `last_epoch == -1` starts a schedule from the optimizer's current lrs. Any other value
-  /// resumes one: LibTorch's param groups carry no `initial_lr`, so the current lrs are taken
-  /// as the base lrs (load a checkpoint to restore the exact state).
+  /// The base lrs are the groups' `initial_lr` (see `initial_lr()`): the current lrs unless
+  /// an earlier scheduler on the same groups recorded others. `last_epoch != -1` resumes a
+  /// schedule (load a checkpoint to restore its exact state).
   explicit LRScheduler(torch::optim::Optimizer& optimizer, int64_t last_epoch = -1);
 
   /// Sets `last_epoch` to `epoch` and applies the closed form of the schedule (PyTorch's

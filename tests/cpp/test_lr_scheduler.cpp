@@ -1,0 +1,108 @@
+// The C++ scheduler classes beyond parity (which tests/python/test_cpp_schedulers.py checks
+// against torch): momentum cycling on LibTorch's optimizers, bad input, composition.
+
+#include <steadystep/lr_scheduler.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+namespace {
+
+std::vector<torch::Tensor> params() {
+  return {torch::zeros({3}, torch::requires_grad())};
+}
+
+TEST(CyclicLR, CyclesBeta1OfAdamWAndMomentumOfRMSprop) {
+  torch::optim::AdamW adamw(params(), torch::optim::AdamWOptions(0.1).betas({0.5, 0.999}));
+  steadystep::CyclicLR a(adamw, steadystep::CyclicLROptions({0.01}, {0.1}).step_size_up(4));
+  auto beta1 = [&] {
+    return std::get<0>(
+        static_cast<torch::optim::AdamWOptions&>(adamw.param_groups()[0].options()).betas());
+  };
+  EXPECT_DOUBLE_EQ(beta1(), 0.9);  // max_momentum at the start, as in PyTorch
+  for (int i = 0; i < 4; ++i) {
+    a.step();
+  }
+  EXPECT_DOUBLE_EQ(beta1(), 0.8);  // base_momentum at the lr peak
+  EXPECT_DOUBLE_EQ(
+      std::get<1>(
+          static_cast<torch::optim::AdamWOptions&>(adamw.param_groups()[0].options()).betas()),
+      0.999);  // beta2 untouched
+
+  torch::optim::RMSprop rms(params(), torch::optim::RMSpropOptions(0.1).momentum(0.5));
+  steadystep::OneCycleLR o(rms, steadystep::OneCycleLROptions({0.1}).total_steps(100));
+  EXPECT_DOUBLE_EQ(
+      static_cast<torch::optim::RMSpropOptions&>(rms.param_groups()[0].options()).momentum(), 0.95);
+}
+
+TEST(CyclicLR, OptimizerWithoutMomentumIsRejectedUntouched) {
+  torch::optim::Adagrad adagrad(params(), torch::optim::AdagradOptions(0.3));
+  try {
+    steadystep::CyclicLR c(adagrad, steadystep::CyclicLROptions({0.01}, {0.1}));
+    FAIL() << "accepted an optimizer without momentum";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("momentum"), std::string::npos);
+  }
+  EXPECT_EQ(adagrad.param_groups()[0].options().get_lr(), 0.3);
+  steadystep::CyclicLR ok(adagrad,
+                          steadystep::CyclicLROptions({0.01}, {0.1}).cycle_momentum(false));
+  EXPECT_EQ(adagrad.param_groups()[0].options().get_lr(), 0.01);
+}
+
+TEST(LRScheduler, BadArgumentsNameThemselvesAndChangeNothing) {
+  torch::optim::SGD sgd(params(), torch::optim::SGDOptions(0.5).momentum(0.9));
+  auto expect_error = [&](auto make, const std::string& word) {
+    try {
+      make();
+      FAIL() << "accepted: " << word;
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(sgd.param_groups()[0].options().get_lr(), 0.5);
+  };
+  expect_error([&] { steadystep::StepLR(sgd, 0); }, "step_size");
+  expect_error([&] { steadystep::ConstantLR(sgd, 2.0); }, "factor");
+  expect_error([&] { steadystep::WarmupCosineLR(sgd, 100, 10); }, "total_steps");
+  expect_error([&] { steadystep::RandomLR(sgd, 0.1, 0.01); }, "min_lr");
+  expect_error([&] { steadystep::OneCycleLR(sgd, steadystep::OneCycleLROptions({0.1})); },
+               "total_steps");
+  expect_error(
+      [&] {
+        steadystep::ReduceLROnPlateau(sgd, steadystep::ReduceLROnPlateauOptions().factor(1.5));
+      },
+      "factor");
+  expect_error(
+      [&] {
+        auto a = std::make_shared<steadystep::ExponentialLR>(sgd, 0.9);
+        sgd.param_groups()[0].options().set_lr(0.5);
+        steadystep::SequentialLR(sgd, {a}, {10});
+      },
+      "milestones");
+}
+
+TEST(LRScheduler, DrivesALibTorchTrainingLoop) {
+  torch::manual_seed(0);
+  auto model = torch::nn::Linear(4, 1);
+  torch::optim::SGD sgd(model->parameters(), torch::optim::SGDOptions(0.1));
+  auto warmup = std::make_shared<steadystep::LinearLR>(sgd, 0.1, 1.0, 10);
+  auto cosine = std::make_shared<steadystep::CosineAnnealingLR>(sgd, 90);
+  steadystep::SequentialLR sched(sgd, {warmup, cosine}, {10});
+  const auto x = torch::randn({64, 4});
+  const auto y = x.sum(1, true);
+  double first = 0, last = 0;
+  for (int step = 0; step < 100; ++step) {
+    sgd.zero_grad();
+    auto loss = torch::mse_loss(model->forward(x), y);
+    loss.backward();
+    sgd.step();
+    sched.step();
+    (step == 0 ? first : last) = loss.item<double>();
+  }
+  EXPECT_LT(last, first * 0.1);
+  EXPECT_NEAR(sched.get_last_lr()[0], 0.0, 1e-12);  // the cosine ends at eta_min = 0
+}
+
+}  // namespace

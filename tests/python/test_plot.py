@@ -1,0 +1,45 @@
+"""python -m steadystep.plot: the numbers it writes are the schedulers' own."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from steadystep import lr_scheduler as ss
+from steadystep.plot import main
+
+
+def test_csv_holds_the_schedule(tmp_path):
+    out = tmp_path / "lr.csv"
+    main(["CosineAnnealingLR", "StepLR", "--steps", "50", "--T_max", "20", "--step_size", "7", "--csv", str(out)])
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["step", "CosineAnnealingLR", "StepLR"]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    cosine = ss.CosineAnnealingLR(opt, 20)
+    want = [0.1]
+    for _ in range(50):
+        opt.step()
+        cosine.step()
+        want.append(opt.param_groups[0]["lr"])
+    assert [float(r[1]) for r in rows[1:]] == want
+    assert float(rows[8][2]) == pytest.approx(0.01)  # StepLR decayed once at step 7
+
+
+def test_png_overlays_several_schedules(tmp_path):
+    out = tmp_path / "lr.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "steadystep.plot", "WarmupCosineLR", "OneCycleLR", "--steps", "100",
+         "--warmup_steps", "10", "--total_steps", "100", "--max_lr", "0.5", "-o", str(out)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_clear_errors():
+    with pytest.raises(SystemExit, match="--step_size"):
+        main(["StepLR", "--steps", "5"])
+    with pytest.raises(SystemExit, match="unknown or composite"):
+        main(["NoSuchLR"])

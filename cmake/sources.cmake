@@ -16,8 +16,9 @@ set(STEADYSTEP_SOURCES
   # Layer 2: op schemas, composite ops and CPU/Meta kernels
   csrc/ops/schemas.cpp
   csrc/ops/get_total_norm.cpp
-  csrc/cpu/total_norm_kernel.cpp
-  csrc/meta/total_norm_meta.cpp
+  csrc/ops/clip_grad.cpp
+  csrc/cpu/registration.cpp
+  csrc/meta/clip_grad_meta.cpp
   # Layer 3: the C++ frontend
   csrc/lr_scheduler.cpp
   csrc/optimizer_momentum.cpp
@@ -28,10 +29,18 @@ set(STEADYSTEP_SOURCES
 )
 list(TRANSFORM STEADYSTEP_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")
 
+# Compiled once per CPU instruction set (NOTE [CPU ISA dispatch] in csrc/cpu/kernels.h).
+set(STEADYSTEP_CPU_KERNEL_SOURCES
+  csrc/cpu/kernels.cpp
+)
+list(TRANSFORM STEADYSTEP_CPU_KERNEL_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")
+
 # Compiled only with STEADYSTEP_WITH_CUDA. The .cu files include no ATen headers (fast nvcc);
 # the .cpp beside them is the torch-facing side (dispatcher registration, streams, allocation).
 set(STEADYSTEP_CUDA_SOURCES
   cuda/total_norm.cu
   cuda/total_norm_cuda.cpp
+  cuda/scale_clamp.cu
+  cuda/scale_clamp_cuda.cpp
 )
 list(TRANSFORM STEADYSTEP_CUDA_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")

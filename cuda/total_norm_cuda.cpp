@@ -2,6 +2,7 @@
 // partials workspace by chunk count, and launches on the current stream. No host sync.
 
 #include "checks.h"
+#include "cuda/dtype_buckets.h"
 #include "cuda/total_norm.cuh"
 #include "ops/norm_kind.h"
 
@@ -16,21 +17,6 @@
 namespace steadystep::cuda {
 
 namespace {
-
-DType kernel_dtype(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return DType::Float;
-    case at::kHalf:
-      return DType::Half;
-    case at::kBFloat16:
-      return DType::BFloat16;
-    case at::kDouble:
-      return DType::Double;
-    default:
-      TORCH_CHECK(false, "_total_norm: unsupported dtype ", dtype);
-  }
-}
 
 at::Tensor total_norm_cuda(at::TensorList tensors, double norm_type) {
   NormKind kind;
@@ -47,18 +33,11 @@ at::Tensor total_norm_cuda(at::TensorList tensors, double norm_type) {
   // Non-dense views are read from a contiguous copy; `keep` holds them until the launches
   // are queued (the caching allocator orders their reuse on this stream).
   std::vector<at::Tensor> keep;
-  std::vector<std::array<void*, 1>> data[4];
-  std::vector<int64_t> numel[4];
+  DtypeBuckets buckets;
   int64_t total_chunks = 0;
   for (const auto& t : tensors) {
-    if (t.numel() == 0) {
-      continue;
-    }
-    const at::Tensor& dense =
-        t.is_non_overlapping_and_dense() ? t : keep.emplace_back(t.contiguous());
-    const int d = static_cast<int>(kernel_dtype(t.scalar_type()));
-    data[d].push_back({const_cast<void*>(dense.const_data_ptr())});
-    numel[d].push_back(t.numel());
+    buckets.add(
+        t.is_non_overlapping_and_dense() || t.numel() == 0 ? t : keep.emplace_back(t.contiguous()));
     total_chunks += norm_chunks(t.numel());
   }
 
@@ -68,13 +47,13 @@ at::Tensor total_norm_cuda(at::TensorList tensors, double norm_type) {
   at::Tensor partials = at::empty({total_chunks}, options);
   at::Tensor out = at::empty({}, options);
   int64_t first_chunk = 0;
-  for (int d = 0; d < 4; ++d) {
-    if (data[d].empty()) {
+  for (int d = 0; d < DtypeBuckets::kCount; ++d) {
+    if (buckets.data[d].empty()) {
       continue;
     }
-    launch_norm_partials(static_cast<DType>(d), kind, norm_type, data[d], numel[d],
+    launch_norm_partials(static_cast<DType>(d), kind, norm_type, buckets.data[d], buckets.numel[d],
                          partials.data_ptr(), double_acc, first_chunk, stream);
-    for (int64_t n : numel[d]) {
+    for (int64_t n : buckets.numel[d]) {
       first_chunk += norm_chunks(n);
     }
   }

@@ -13,4 +13,19 @@ TORCH_LIBRARY(steadystep, m) {
   // Backend kernel of get_total_norm: tensors of one device, p > 0 or inf; returns the norm as
   // a 0-dim fp32 tensor (fp64 if any input is fp64).
   m.def("_total_norm(Tensor[] tensors, float norm_type) -> Tensor");
+
+  // Scale `grads` (in place) by min(1, max_norm / (total_norm + 1e-6)), as
+  // torch.nn.utils.clip_grads_with_norm_; the coefficient never leaves the device.
+  m.def("clip_grads_with_norm_(Tensor(a!)[] grads, float max_norm, Tensor total_norm) -> ()");
+  // get_total_norm followed by clip_grads_with_norm_; returns the norm (0-dim tensor).
+  m.def(
+      "clip_grad_norm_(Tensor(a!)[] grads, float max_norm, float norm_type=2.0, "
+      "bool error_if_nonfinite=False) -> Tensor");
+  // Clamp `grads` (in place) into [-clip_value, clip_value], as torch.nn.utils.clip_grad_value_.
+  m.def("clip_grad_value_(Tensor(a!)[] grads, float clip_value) -> ()");
+  // Backend kernels: dense tensors of one device. x *= coef unless coef >= 1 (then no pass);
+  // coef is a one-element tensor on that device.
+  m.def("_scale_(Tensor(a!)[] tensors, Tensor coef) -> ()");
+  // x = clamp(x, -clip_value, clip_value), nan kept.
+  m.def("_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
 }

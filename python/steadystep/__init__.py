@@ -9,8 +9,15 @@ import torch  # noqa: F401  (loads libtorch before our library needs it)
 
 from . import _C  # loads libsteadystep, which registers torch.ops.steadystep
 from . import lr_scheduler
-from .clip_grad import get_total_norm
+from .clip_grad import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
 __version__: str = _C.__version__
 
-__all__ = ["__version__", "get_total_norm", "lr_scheduler"]
+__all__ = [
+    "__version__",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "clip_grads_with_norm_",
+    "get_total_norm",
+    "lr_scheduler",
+]

@@ -1,15 +1,36 @@
-"""Gradient norms, as ``torch.nn.utils``; thin wrappers over ``torch.ops.steadystep``."""
+"""Gradient clipping, as ``torch.nn.utils``: thin wrappers over ``torch.ops.steadystep``.
 
+Same signatures and results as torch's functions (``foreach`` is accepted and ignored: one
+multi-tensor kernel per device serves every case). The norm stays a device tensor: nothing
+waits for the GPU, except the ``error_if_nonfinite`` check, as in torch.
+"""
+
+import types
+import warnings
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
-__all__ = ["get_total_norm"]
+__all__ = ["get_total_norm", "clip_grads_with_norm_", "clip_grad_norm_", "clip_grad_value_"]
+
+_TensorOrTensors = Tensor | Iterable[Tensor]
+
+
+def _tensors(tensors: _TensorOrTensors) -> list[Tensor]:
+    return [tensors] if isinstance(tensors, Tensor) else list(tensors)
+
+
+def _grads(parameters: _TensorOrTensors) -> list[Tensor]:
+    if isinstance(parameters, types.GeneratorType):
+        parameters = list(parameters)
+        if not parameters:
+            warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.", stacklevel=3)
+    return [p.grad for p in _tensors(parameters) if p.grad is not None]
 
 
 def get_total_norm(
-    tensors: Tensor | Iterable[Tensor],
+    tensors: _TensorOrTensors,
     norm_type: float = 2.0,
     error_if_nonfinite: bool = False,
     foreach: bool | None = None,
@@ -30,7 +51,61 @@ def get_total_norm(
     Returns:
         Tensor: the norm, 0-dim, on ``tensors[0]``'s device, in the inputs' promoted dtype.
     """
-    del foreach  # one multi-tensor kernel serves every case
-    if isinstance(tensors, Tensor):
-        tensors = [tensors]
-    return torch.ops.steadystep.get_total_norm(list(tensors), float(norm_type), bool(error_if_nonfinite))
+    return torch.ops.steadystep.get_total_norm(_tensors(tensors), float(norm_type), bool(error_if_nonfinite))
+
+
+def clip_grads_with_norm_(
+    parameters: _TensorOrTensors, max_norm: float, total_norm: Tensor, foreach: bool | None = None
+) -> None:
+    r"""Scale the gradients of ``parameters`` by ``min(1, max_norm / (total_norm + 1e-6))``.
+
+    As :func:`torch.nn.utils.clip_grads_with_norm_`, in place; the coefficient is computed and
+    applied on the device, and when it is 1 the CUDA kernel reads and writes no gradient.
+
+    Args:
+        parameters (Iterable[Tensor] or Tensor): tensors whose ``.grad`` to scale.
+        max_norm (float): largest allowed norm (>= 0).
+        total_norm (Tensor): the norm to clip by (e.g. from :func:`get_total_norm`).
+        foreach (bool, optional): accepted for compatibility and ignored.
+    """
+    torch.ops.steadystep.clip_grads_with_norm_(_grads(parameters), float(max_norm), total_norm)
+
+
+def clip_grad_norm_(
+    parameters: _TensorOrTensors,
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+) -> Tensor:
+    r"""Clip the gradient norm of ``parameters``, as :func:`torch.nn.utils.clip_grad_norm_`.
+
+    The norm of all gradients together is computed as by :func:`get_total_norm`, and the
+    gradients are scaled in place by ``min(1, max_norm / (total_norm + 1e-6))``. Two
+    multi-tensor passes at most (one when no clipping is needed), no host synchronisation.
+
+    Args:
+        parameters (Iterable[Tensor] or Tensor): tensors whose ``.grad`` to clip.
+        max_norm (float): largest allowed norm (>= 0).
+        norm_type (float): order of the norm; ``inf`` for the max-norm. Default: 2.
+        error_if_nonfinite (bool): raise if the norm is nan or inf. Default: False.
+        foreach (bool, optional): accepted for compatibility and ignored.
+
+    Returns:
+        Tensor: the total norm of the gradients before clipping (0-dim).
+    """
+    return torch.ops.steadystep.clip_grad_norm_(
+        _grads(parameters), float(max_norm), float(norm_type), bool(error_if_nonfinite)
+    )
+
+
+def clip_grad_value_(parameters: _TensorOrTensors, clip_value: float, foreach: bool | None = None) -> None:
+    r"""Clamp the gradients of ``parameters`` into ``[-clip_value, clip_value]`` in place, as
+    :func:`torch.nn.utils.clip_grad_value_` (nan stays nan).
+
+    Args:
+        parameters (Iterable[Tensor] or Tensor): tensors whose ``.grad`` to clamp.
+        clip_value (float): the bound (>= 0).
+        foreach (bool, optional): accepted for compatibility and ignored.
+    """
+    torch.ops.steadystep.clip_grad_value_(_grads(parameters), float(clip_value))

@@ -104,3 +104,91 @@ TEST(GetTotalNorm, SparseIsRejected) {
 }
 
 }  // namespace
+
+namespace {
+
+// Parameters whose grads are `grads` (cloned), as LibTorch users hold them.
+std::vector<torch::Tensor> with_grads(const std::vector<torch::Tensor>& grads) {
+  std::vector<torch::Tensor> params;
+  for (const auto& g : grads) {
+    auto p = torch::zeros(g.sizes(), g.options()).requires_grad_(true);
+    p.mutable_grad() = g.clone();
+    params.push_back(p);
+  }
+  return params;
+}
+
+void check_clip_against_torch(const torch::Device& device) {
+  torch::manual_seed(3);
+  for (auto dtype : {torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16}) {
+    auto grads = make_tensors(dtype, device);
+    for (auto& g : grads) {
+      g.mul_(dtype == torch::kHalf ? 0.1 : 5.0);  // keep fp16's L1 norm below its 65504 limit
+    }
+    const double rtol = dtype == torch::kFloat    ? 2e-6
+                        : dtype == torch::kDouble ? 1e-12
+                        : dtype == torch::kHalf   ? 2e-3
+                                                  : 1.6e-2;
+    for (double p : {1.0, 2.0, kInf}) {
+      auto params = with_grads(grads);
+      const double norm = reference(grads, p).item<double>();
+      const double max_norm = norm / 4;
+      const auto got = steadystep::clip_grad_norm_(params, max_norm, p);
+      EXPECT_NEAR(got.item<double>(), norm, rtol * norm) << dtype << " p=" << p;
+      // Each gradient scaled by max_norm / (norm + 1e-6): compare with that, in fp64.
+      const double coef = max_norm / (norm + 1e-6);
+      for (size_t i = 0; i < params.size(); ++i) {
+        const auto want = grads[i].to(torch::kDouble) * coef;
+        // atol: fp16's subnormal spacing (6e-8), where relative precision runs out.
+        const double atol = dtype == torch::kHalf ? 1.2e-7 : 1e-30;
+        EXPECT_TRUE(torch::allclose(params[i].grad().to(torch::kDouble), want, 2 * rtol, atol))
+            << dtype << " p=" << p << " tensor " << i;
+      }
+      // Under the limit: gradients untouched, bit for bit.
+      auto untouched = with_grads(grads);
+      steadystep::clip_grad_norm_(untouched, norm * 4, p);
+      for (size_t i = 0; i < grads.size(); ++i) {
+        EXPECT_TRUE(torch::equal(untouched[i].grad(), grads[i]));
+      }
+    }
+    auto clamped = with_grads(grads);
+    steadystep::clip_grad_value_(clamped, 0.5);
+    for (size_t i = 0; i < grads.size(); ++i) {
+      EXPECT_TRUE(torch::equal(clamped[i].grad(), grads[i].clamp(-0.5, 0.5)));
+    }
+  }
+}
+
+TEST(ClipGradNorm, MatchesReferenceOnCpu) {
+  check_clip_against_torch(torch::kCPU);
+}
+
+TEST(ClipGradNorm, MatchesReferenceOnCuda) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device on this machine";
+  }
+  check_clip_against_torch(torch::Device(torch::kCUDA, 0));
+}
+
+TEST(ClipGradNorm, ReturnsTensorAndSkipsParamsWithoutGrad) {
+  auto p = torch::zeros({4}, torch::requires_grad());
+  auto q = torch::zeros({2}, torch::requires_grad());  // no grad
+  p.mutable_grad() = torch::full({4}, 3.0);
+  const auto norm = steadystep::clip_grad_norm_({p, q}, 1.0);
+  EXPECT_EQ(norm.dim(), 0);
+  EXPECT_NEAR(norm.item<double>(), 6.0, 1e-6);
+  EXPECT_NEAR(p.grad().norm().item<double>(), 1.0, 1e-5);
+  EXPECT_FALSE(q.grad().defined());
+  EXPECT_THROW(steadystep::clip_grad_norm_({p}, -1.0), c10::Error);
+  EXPECT_THROW(steadystep::clip_grad_value_({p}, -1.0), c10::Error);
+}
+
+TEST(ClipGradsWithNorm, UsesTheGivenNorm) {
+  auto p = torch::zeros({3}, torch::requires_grad());
+  p.mutable_grad() = torch::tensor({1.0f, -2.0f, 4.0f});
+  steadystep::clip_grads_with_norm_({p}, 1.0, torch::tensor(8.0f));
+  const float coef = std::min(1.0f, 1.0f * (1.0f / (8.0f + 1e-6f)));
+  EXPECT_TRUE(torch::equal(p.grad(), torch::tensor({1.0f, -2.0f, 4.0f}) * coef));
+}
+
+}  // namespace

@@ -15,10 +15,26 @@ at::Tensor total_norm_meta(at::TensorList tensors, double norm_type) {
   return at::empty({}, at::TensorOptions().dtype(accumulate_dtype(tensors)).device(at::kMeta));
 }
 
+// In-place kernels change values only: nothing to compute for meta tensors.
+void in_place_meta(at::TensorList tensors, const char* op) {
+  check_strided(tensors, op, "tensors");
+  check_kernel_dtypes(tensors, op, "tensors");
+}
+
+void scale_meta(at::TensorList tensors, const at::Tensor& coef) {
+  in_place_meta(tensors, "_scale_");
+}
+
+void clamp_meta(at::TensorList tensors, double clip_value) {
+  in_place_meta(tensors, "_clamp_");
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(steadystep, Meta, m) {
   m.impl("_total_norm", &total_norm_meta);
+  m.impl("_scale_", &scale_meta);
+  m.impl("_clamp_", &clamp_meta);
 }
 
 }  // namespace steadystep::meta

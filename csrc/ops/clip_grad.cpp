@@ -1,0 +1,134 @@
+// Composite clipping ops (every backend: they group by device and call the _scale_ / _clamp_
+// kernels) and the public C++ functions, which call through the dispatcher.
+
+#include <steadystep/clip_grad.h>
+
+#include "checks.h"
+#include "ops/grouping.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+namespace steadystep {
+
+namespace {
+
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+void check_grads(at::TensorList grads, const char* fn) {
+  check_strided(grads, fn, "grads");
+}
+
+// NOTE [Clip coefficient]: torch computes `max_norm / (total_norm + 1e-6)` with a Python float
+// on the left, which PyTorch evaluates as reciprocal(total_norm + 1e-6) * max_norm, in the
+// norm's dtype; then clamps it to at most 1. The same three ops here give the same bits, and
+// so gradients equal to torch's after clipping.
+at::Tensor clip_coefficient(double max_norm, const at::Tensor& total_norm) {
+  return at::clamp_max(at::mul(at::reciprocal(at::add(total_norm, 1e-6)), max_norm), 1.0);
+}
+
+void clip_grads_with_norm_composite(at::TensorList grads, double max_norm,
+                                    const at::Tensor& total_norm) {
+  TORCH_CHECK_VALUE(max_norm >= 0, "clip_grads_with_norm_: max_norm must be >= 0, got ", max_norm);
+  TORCH_CHECK(total_norm.numel() == 1,
+              "clip_grads_with_norm_: total_norm must hold one value, got ", total_norm.sizes());
+  check_grads(grads, "clip_grads_with_norm_");
+  if (grads.empty()) {
+    return;
+  }
+  static auto scale = op<void(at::TensorList, const at::Tensor&)>("steadystep::_scale_");
+  const at::Tensor coef = clip_coefficient(max_norm, total_norm.reshape({}));
+  DeviceGroups groups;
+  for (const auto& g : grads) {
+    groups.add(g);
+  }
+  for (size_t i = 0; i < groups.devices.size(); ++i) {
+    const at::Tensor device_coef = coef.to(groups.devices[i]);
+    std::vector<at::Tensor> kernel;
+    for (const auto& g : groups.tensors[i]) {
+      if (in_place_kernel_tensor(g)) {
+        kernel.push_back(g);
+      } else {
+        g.mul_(device_coef);  // strided views and other dtypes: ATen, as torch's fallback
+      }
+    }
+    scale.call(kernel, device_coef);
+  }
+}
+
+at::Tensor clip_grad_norm_composite(at::TensorList grads, double max_norm, double norm_type,
+                                    bool error_if_nonfinite) {
+  TORCH_CHECK_VALUE(max_norm >= 0, "clip_grad_norm_: max_norm must be >= 0, got ", max_norm);
+  static auto total_norm =
+      op<at::Tensor(at::TensorList, double, bool)>("steadystep::get_total_norm");
+  at::Tensor norm = total_norm.call(grads, norm_type, error_if_nonfinite);
+  clip_grads_with_norm_composite(grads, max_norm, norm);
+  return norm;
+}
+
+void clip_grad_value_composite(at::TensorList grads, double clip_value) {
+  TORCH_CHECK_VALUE(clip_value >= 0, "clip_grad_value_: clip_value must be >= 0, got ", clip_value);
+  check_grads(grads, "clip_grad_value_");
+  static auto clamp = op<void(at::TensorList, double)>("steadystep::_clamp_");
+  DeviceGroups groups;
+  for (const auto& g : grads) {
+    groups.add(g);
+  }
+  for (const auto& group : groups.tensors) {
+    std::vector<at::Tensor> kernel;
+    for (const auto& g : group) {
+      if (in_place_kernel_tensor(g)) {
+        kernel.push_back(g);
+      } else {
+        g.clamp_(-clip_value, clip_value);
+      }
+    }
+    clamp.call(kernel, clip_value);
+  }
+}
+
+}  // namespace
+
+std::vector<at::Tensor> grads_of(at::TensorList parameters) {
+  std::vector<at::Tensor> grads;
+  grads.reserve(parameters.size());
+  for (const auto& p : parameters) {
+    if (p.grad().defined()) {
+      grads.push_back(p.grad());
+    }
+  }
+  return grads;
+}
+
+void clip_grads_with_norm_(at::TensorList parameters, double max_norm,
+                           const at::Tensor& total_norm) {
+  static auto handle =
+      op<void(at::TensorList, double, const at::Tensor&)>("steadystep::clip_grads_with_norm_");
+  handle.call(grads_of(parameters), max_norm, total_norm);
+}
+
+at::Tensor clip_grad_norm_(at::TensorList parameters, double max_norm, double norm_type,
+                           bool error_if_nonfinite) {
+  static auto handle =
+      op<at::Tensor(at::TensorList, double, double, bool)>("steadystep::clip_grad_norm_");
+  return handle.call(grads_of(parameters), max_norm, norm_type, error_if_nonfinite);
+}
+
+void clip_grad_value_(at::TensorList parameters, double clip_value) {
+  static auto handle = op<void(at::TensorList, double)>("steadystep::clip_grad_value_");
+  handle.call(grads_of(parameters), clip_value);
+}
+
+TORCH_LIBRARY_IMPL(steadystep, CompositeImplicitAutograd, m) {
+  m.impl("clip_grads_with_norm_", &clip_grads_with_norm_composite);
+  m.impl("clip_grad_norm_", &clip_grad_norm_composite);
+  m.impl("clip_grad_value_", &clip_grad_value_composite);
+}
+
+}  // namespace steadystep

@@ -17,11 +17,13 @@ set(STEADYSTEP_SOURCES
   csrc/ops/schemas.cpp
   csrc/ops/get_total_norm.cpp
   csrc/ops/clip_grad.cpp
+  csrc/ops/fused_optim.cpp
   csrc/cpu/registration.cpp
   csrc/meta/clip_grad_meta.cpp
   # Layer 3: the C++ frontend
   csrc/lr_scheduler.cpp
   csrc/optimizer_momentum.cpp
+  csrc/optim_checks.cpp
   csrc/schedulers/composite_lr.cpp
   csrc/schedulers/cosine_annealing_warm_restarts.cpp
   csrc/schedulers/cyclic_lr.cpp
@@ -32,6 +34,7 @@ list(TRANSFORM STEADYSTEP_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")
 # Compiled once per CPU instruction set (NOTE [CPU ISA dispatch] in csrc/cpu/kernels.h).
 set(STEADYSTEP_CPU_KERNEL_SOURCES
   csrc/cpu/kernels.cpp
+  csrc/cpu/fused_optim_kernels.cpp
 )
 list(TRANSFORM STEADYSTEP_CPU_KERNEL_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")
 
@@ -42,5 +45,8 @@ set(STEADYSTEP_CUDA_SOURCES
   cuda/total_norm_cuda.cpp
   cuda/scale_clamp.cu
   cuda/scale_clamp_cuda.cpp
+  cuda/fused_adam.cu
+  cuda/fused_sgd.cu
+  cuda/fused_optim_cuda.cpp
 )
 list(TRANSFORM STEADYSTEP_CUDA_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")

@@ -31,7 +31,8 @@ constexpr int kMaxBlocksPerLaunch = 320;
 // The metadata must stay under the classic 4 KB kernel-parameter limit. These tensor counts,
 // by the number of pointers per tensor (Depth), keep it there with room for the functor's
 // own arguments.
-constexpr int kMaxTensorsByDepth[] = {110, 64, 48, 36, 30};
+// (Depth 6 serves the optimizers: param, grad, up to three state tensors and the step.)
+constexpr int kMaxTensorsByDepth[] = {110, 64, 48, 36, 30, 24};
 
 /// Where a launch's blocks find their data. `addresses[d][i]` is the d-th pointer (grad,
 /// param, state, ...) of the launch's i-th tensor, `numel[i]` its element count.
@@ -52,6 +53,7 @@ struct ChunkView {
   void* base[Depth];  // each pointer already advanced to the chunk's first element
   int64_t size;       // elements in this chunk (<= kChunkSize)
   int64_t global_index;
+  int tensor;  // index of the chunk's tensor in this launch (for per-tensor scalars)
 
   template <typename T>
   __device__ T* data(int d) const {
@@ -68,6 +70,7 @@ __device__ __forceinline__ ChunkView<Depth> chunk_view(const TensorListMetadata<
   const int64_t remaining = meta.numel[tensor] - start;
   view.size = remaining < kChunkSize ? remaining : kChunkSize;
   view.global_index = meta.first_chunk + blockIdx.x;
+  view.tensor = tensor;
 #pragma unroll
   for (int d = 0; d < Depth; ++d) {
     view.base[d] = static_cast<char*>(meta.addresses[d][tensor]) + start * sizeof(T);

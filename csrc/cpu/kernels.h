@@ -7,6 +7,31 @@
 
 #include "cpu/multi_tensor_chunks.h"
 #include "ops/norm_kind.h"
+#include "ops/optim_params.h"
+
+#include <vector>
+
+namespace steadystep::cpu {
+
+/// One parameter of a fused step: its dtype, size and step count (already incremented for this
+/// step), and the param, grad and up to three state tensors (Adam: exp_avg, exp_avg_sq,
+/// max_exp_avg_sq; SGD: momentum_buffer), all dense with the same layout.
+struct StepTensor {
+  at::ScalarType dtype;
+  int64_t numel;
+  double step;
+  void* param;
+  const void* grad;
+  void* state[3];
+};
+
+/// The gradient multiplier of a fused step (clip coefficient and AMP unscale), when there is one.
+struct GradMultiplier {
+  bool active = false;
+  double value = 1.0;
+};
+
+}  // namespace steadystep::cpu
 
 #include <ATen/core/Tensor.h>
 
@@ -18,6 +43,12 @@
   void scale(const TensorChunks& chunks, double c);                                        \
   /* x = clamp(x, -clip, clip), nan kept. */                                               \
   void clamp(const TensorChunks& chunks, double clip);                                     \
+  /* One fused Adam/AdamW step over `tensors`. */                                          \
+  void adam_step(const std::vector<StepTensor>& tensors, const AdamHyper& hyper,           \
+                 GradMultiplier multiplier);                                               \
+  /* One fused SGD step over `tensors`. */                                                 \
+  void sgd_step(const std::vector<StepTensor>& tensors, const SGDHyper& hyper,             \
+                GradMultiplier multiplier);                                                \
   }
 
 STEADYSTEP_DECLARE_CPU_KERNELS(DEFAULT)

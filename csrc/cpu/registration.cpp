@@ -1,8 +1,10 @@
-// CPU registrations of steadystep::_total_norm, _scale_ and _clamp_: argument checks, then the
-// kernels of the widest instruction set the running CPU has (NOTE [CPU ISA dispatch]).
+// CPU registrations of steadystep::_total_norm, _scale_, _clamp_, _adam_step_ and _sgd_step_:
+// argument checks, then the kernels of the widest instruction set the running CPU has
+// (NOTE [CPU ISA dispatch]).
 
 #include "checks.h"
 #include "cpu/kernels.h"
+#include "ops/step_checks.h"
 
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/library.h>
@@ -77,12 +79,89 @@ void clamp_cpu(at::TensorList tensors, double clip_value) {
   has_avx2() ? AVX2::clamp(chunks, clip_value) : DEFAULT::clamp(chunks, clip_value);
 }
 
+// Reads the step's device-side controls (here: CPU tensors, so no waiting).
+bool skip_step(const std::optional<at::Tensor>& skip) {
+  return skip.has_value() && skip->defined() && skip->item<double>() != 0.0;
+}
+
+GradMultiplier multiplier_of(const std::optional<at::Tensor>& grad_multiplier) {
+  GradMultiplier m;
+  if (grad_multiplier.has_value() && grad_multiplier->defined()) {
+    m.active = true;
+    m.value = grad_multiplier->item<double>();
+  }
+  return m;
+}
+
+std::vector<StepTensor> step_tensors(at::TensorList params, at::TensorList grads,
+                                     std::initializer_list<at::TensorList> states,
+                                     at::TensorList steps) {
+  std::vector<StepTensor> out;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params[i].numel() == 0) {
+      continue;
+    }
+    StepTensor t{params[i].scalar_type(), params[i].numel(),         steps[i].item<double>(),
+                 params[i].data_ptr(),    grads[i].const_data_ptr(), {nullptr, nullptr, nullptr}};
+    int s = 0;
+    for (const auto& list : states) {
+      t.state[s++] = list.empty() ? nullptr : list[i].data_ptr();
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+
+void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                   at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
+                   double lr, double beta1, double beta2, double eps, double weight_decay,
+                   bool amsgrad, bool maximize, bool decoupled_weight_decay,
+                   const std::optional<at::Tensor>& grad_multiplier,
+                   const std::optional<at::Tensor>& skip) {
+  check_step_tensors("_adam_step_", params,
+                     {{"grads", grads},
+                      {"exp_avgs", exp_avgs},
+                      {"exp_avg_sqs", exp_avg_sqs},
+                      {"max_exp_avg_sqs", max_exp_avg_sqs}},
+                     steps);
+  TORCH_CHECK(!amsgrad || max_exp_avg_sqs.size() == params.size(),
+              "_adam_step_: amsgrad needs max_exp_avg_sqs");
+  if (params.empty() || skip_step(skip)) {
+    return;
+  }
+  const AdamHyper hyper{lr,           beta1,   beta2,    eps,
+                        weight_decay, amsgrad, maximize, decoupled_weight_decay};
+  const auto tensors = step_tensors(params, grads, {exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, steps);
+  const GradMultiplier mult = multiplier_of(grad_multiplier);
+  has_avx2() ? AVX2::adam_step(tensors, hyper, mult) : DEFAULT::adam_step(tensors, hyper, mult);
+}
+
+void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                  at::TensorList steps, double lr, double momentum, double dampening,
+                  double weight_decay, bool nesterov, bool maximize,
+                  const std::optional<at::Tensor>& grad_multiplier,
+                  const std::optional<at::Tensor>& skip) {
+  check_step_tensors("_sgd_step_", params,
+                     {{"grads", grads}, {"momentum_buffers", momentum_buffers}}, steps);
+  TORCH_CHECK(momentum == 0 || momentum_buffers.size() == params.size(),
+              "_sgd_step_: momentum needs momentum_buffers");
+  if (params.empty() || skip_step(skip)) {
+    return;
+  }
+  const SGDHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize};
+  const auto tensors = step_tensors(params, grads, {momentum_buffers}, steps);
+  const GradMultiplier mult = multiplier_of(grad_multiplier);
+  has_avx2() ? AVX2::sgd_step(tensors, hyper, mult) : DEFAULT::sgd_step(tensors, hyper, mult);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(steadystep, CPU, m) {
   m.impl("_total_norm", &total_norm_cpu);
   m.impl("_scale_", &scale_cpu);
   m.impl("_clamp_", &clamp_cpu);
+  m.impl("_adam_step_", &adam_step_cpu);
+  m.impl("_sgd_step_", &sgd_step_cpu);
 }
 
 }  // namespace steadystep::cpu

@@ -1,6 +1,7 @@
 // Meta kernels: shapes and dtypes only, for torch.compile / FakeTensor tracing.
 
 #include "checks.h"
+#include "ops/step_checks.h"
 
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -29,9 +30,30 @@ void clamp_meta(at::TensorList tensors, double clip_value) {
   in_place_meta(tensors, "_clamp_");
 }
 
+void adam_step_meta(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                    at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                    at::TensorList steps, double, double, double, double, double, bool, bool, bool,
+                    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {
+  check_step_tensors("_adam_step_", params,
+                     {{"grads", grads},
+                      {"exp_avgs", exp_avgs},
+                      {"exp_avg_sqs", exp_avg_sqs},
+                      {"max_exp_avg_sqs", max_exp_avg_sqs}},
+                     steps);
+}
+
+void sgd_step_meta(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                   at::TensorList steps, double, double, double, double, bool, bool,
+                   const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {
+  check_step_tensors("_sgd_step_", params,
+                     {{"grads", grads}, {"momentum_buffers", momentum_buffers}}, steps);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(steadystep, Meta, m) {
+  m.impl("_adam_step_", &adam_step_meta);
+  m.impl("_sgd_step_", &sgd_step_meta);
   m.impl("_total_norm", &total_norm_meta);
   m.impl("_scale_", &scale_meta);
   m.impl("_clamp_", &clamp_meta);

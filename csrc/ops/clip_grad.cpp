@@ -5,6 +5,7 @@
 
 #include "checks.h"
 #include "ops/grouping.h"
+#include "ops/total_norm.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -23,14 +24,6 @@ c10::TypedOperatorHandle<Signature> op(const char* name) {
 
 void check_grads(at::TensorList grads, const char* fn) {
   check_strided(grads, fn, "grads");
-}
-
-// NOTE [Clip coefficient]: torch computes `max_norm / (total_norm + 1e-6)` with a Python float
-// on the left, which PyTorch evaluates as reciprocal(total_norm + 1e-6) * max_norm, in the
-// norm's dtype; then clamps it to at most 1. The same three ops here give the same bits, and
-// so gradients equal to torch's after clipping.
-at::Tensor clip_coefficient(double max_norm, const at::Tensor& total_norm) {
-  return at::clamp_max(at::mul(at::reciprocal(at::add(total_norm, 1e-6)), max_norm), 1.0);
 }
 
 void clip_grads_with_norm_composite(at::TensorList grads, double max_norm,
@@ -94,6 +87,14 @@ void clip_grad_value_composite(at::TensorList grads, double clip_value) {
 }
 
 }  // namespace
+
+// NOTE [Clip coefficient]: torch computes `max_norm / (total_norm + 1e-6)` with a Python float
+// on the left, which PyTorch evaluates as reciprocal(total_norm + 1e-6) * max_norm, in the
+// norm's dtype; then clamps it to at most 1. The same three ops here give the same bits, and
+// so gradients equal to torch's after clipping.
+at::Tensor clip_coefficient(double max_norm, const at::Tensor& total_norm) {
+  return at::clamp_max(at::mul(at::reciprocal(at::add(total_norm, 1e-6)), max_norm), 1.0);
+}
 
 std::vector<at::Tensor> grads_of(at::TensorList parameters) {
   std::vector<at::Tensor> grads;

@@ -28,4 +28,36 @@ TORCH_LIBRARY(steadystep, m) {
   m.def("_scale_(Tensor(a!)[] tensors, Tensor coef) -> ()");
   // x = clamp(x, -clip_value, clip_value), nan kept.
   m.def("_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
+
+  // One fused optimizer step over all param groups (lists flattened, `group_sizes` tensors
+  // per group, one hyper-parameter value per group): the global gradient norm (over all
+  // groups, AMP-unscaled by grad_scale), clipping to max_grad_norm, the update of params and
+  // state, and the non-finite guard (skip_nonfinite, found_inf): a skipped step changes no
+  // param and no state and adds one to skipped_steps. Returns the norm (fp32, 0-dim; empty
+  // when neither clipping nor the guard needed it). Never reads a device value on the host.
+  m.def(
+      "fused_adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+      "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] steps, "
+      "int[] group_sizes, float[] lr, float[] beta1, float[] beta2, float[] eps, "
+      "float[] weight_decay, bool[] amsgrad, bool[] maximize, bool[] decoupled_weight_decay, "
+      "float? max_grad_norm, float norm_type, bool skip_nonfinite, Tensor? grad_scale, "
+      "Tensor? found_inf, Tensor(f!) skipped_steps) -> Tensor");
+  m.def(
+      "fused_sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
+      "Tensor(c!)[] steps, int[] group_sizes, float[] lr, float[] momentum, float[] dampening, "
+      "float[] weight_decay, bool[] nesterov, bool[] maximize, float? max_grad_norm, "
+      "float norm_type, bool skip_nonfinite, Tensor? grad_scale, Tensor? found_inf, "
+      "Tensor(d!) skipped_steps) -> Tensor");
+  // Backend kernels of one param group on one device; steps already advanced for this step.
+  // grad_multiplier scales the gradients (clip coefficient / grad scale); a nonzero skip
+  // leaves everything untouched.
+  m.def(
+      "_adam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+      "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor[] steps, float lr, "
+      "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
+      "bool decoupled_weight_decay, Tensor? grad_multiplier, Tensor? skip) -> ()");
+  m.def(
+      "_sgd_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
+      "Tensor[] steps, float lr, float momentum, float dampening, float weight_decay, "
+      "bool nesterov, bool maximize, Tensor? grad_multiplier, Tensor? skip) -> ()");
 }

@@ -17,6 +17,7 @@
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include "optim_checks.h"
 
 namespace py = pybind11;
 namespace sched = steadystep::schedules;
@@ -153,4 +154,21 @@ PYBIND11_MODULE(_C, m) {
       .def("is_better", &sched::Plateau::is_better, py::arg("a"), py::arg("best"))
       .def("step", &sched::Plateau::step, py::arg("state"), py::arg("metric"), py::arg("epoch"),
            py::arg("lrs"));
+
+  // Argument checks of the fused optimizers (the same the C++ classes and the ops run).
+  m.def(
+      "check_adam",
+      [](double lr, double beta1, double beta2, double eps, double weight_decay) {
+        steadystep::check_adam_hyper({lr, beta1, beta2, eps, weight_decay, false, false, false});
+      },
+      py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"));
+  m.def(
+      "check_sgd",
+      [](double lr, double momentum, double dampening, double weight_decay, bool nesterov) {
+        steadystep::check_sgd_hyper({lr, momentum, dampening, weight_decay, nesterov, false});
+      },
+      py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),
+      py::arg("nesterov"));
+  m.def("check_clip_settings", &steadystep::check_clip_settings, py::arg("max_grad_norm"),
+        py::arg("norm_type"));
 }

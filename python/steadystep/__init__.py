@@ -8,7 +8,7 @@ training), and multi-tensor, sync-free gradient-norm kernels. The work happens i
 import torch  # noqa: F401  (loads libtorch before our library needs it)
 
 from . import _C  # loads libsteadystep, which registers torch.ops.steadystep
-from . import lr_scheduler
+from . import lr_scheduler, optim
 from .clip_grad import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
 
 __version__: str = _C.__version__
@@ -20,4 +20,5 @@ __all__ = [
     "clip_grads_with_norm_",
     "get_total_norm",
     "lr_scheduler",
+    "optim",
 ]

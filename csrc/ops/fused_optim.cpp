@@ -1,0 +1,235 @@
+// The fused optimizer steps as composite ops: the global norm and the guard once for all
+// param groups, then one backend kernel per group and device. Both frontends (C++ FusedAdam /
+// FusedSGD, Python steadystep.optim) call these through the dispatcher.
+
+#include "checks.h"
+#include "ops/grouping.h"
+#include "ops/optim_params.h"
+#include "ops/total_norm.h"
+#include "optim_checks.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <vector>
+
+namespace steadystep {
+
+namespace {
+
+// NOTE [Fused step]: what torch does in three or four passes (GradScaler.unscale_,
+// clip_grad_norm_'s norm and scale, the optimizer step) happens here in two: a norm pass over
+// the (still scaled) gradients, whose result is unscaled as a number, then one step pass that
+// multiplies each gradient by clip coefficient / grad scale as it reads it. The decision to
+// skip (non-finite norm, or GradScaler's found_inf) is a device tensor that the step kernels
+// read: no value comes back to the host.
+struct StepGuard {
+  at::Tensor norm;        // fp32 norm of the unscaled gradients (undefined if not computed)
+  at::Tensor multiplier;  // fp32 gradient multiplier (undefined: 1)
+  at::Tensor skip;        // fp32 1/0 (undefined: never skip)
+};
+
+StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, double norm_type,
+                     bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
+                     const std::optional<at::Tensor>& found_inf) {
+  StepGuard guard;
+  at::Tensor inv_scale;
+  if (grad_scale.has_value() && grad_scale->defined()) {
+    TORCH_CHECK(grad_scale->numel() == 1, "grad_scale must hold one value, got ",
+                grad_scale->sizes());
+    inv_scale = at::reciprocal(grad_scale->reshape({}).to(at::kFloat));
+  }
+  if (max_grad_norm || skip_nonfinite) {
+    guard.norm = total_norm_accumulated(grads, norm_type).to(at::kFloat);
+    if (inv_scale.defined()) {
+      guard.norm = guard.norm * inv_scale.to(guard.norm.device());
+    }
+  }
+  if (max_grad_norm) {
+    guard.multiplier = clip_coefficient(*max_grad_norm, guard.norm);
+  }
+  if (inv_scale.defined()) {
+    const auto device = guard.multiplier.defined() ? guard.multiplier.device()
+                        : grads.empty()            ? inv_scale.device()
+                                                   : grads[0].device();
+    guard.multiplier =
+        guard.multiplier.defined() ? guard.multiplier * inv_scale.to(device) : inv_scale.to(device);
+  }
+  if (skip_nonfinite) {
+    guard.skip = at::logical_not(at::isfinite(guard.norm)).to(at::kFloat);
+  }
+  if (found_inf.has_value() && found_inf->defined()) {
+    TORCH_CHECK(found_inf->numel() == 1, "found_inf must hold one value, got ", found_inf->sizes());
+    at::Tensor inf = at::ne(found_inf->reshape({}), 0).to(at::kFloat);
+    guard.skip = guard.skip.defined() ? at::maximum(guard.skip, inf.to(guard.skip.device())) : inf;
+  }
+  return guard;
+}
+
+std::optional<at::Tensor> on(const at::Tensor& t, const c10::Device& device) {
+  if (!t.defined()) {
+    return std::nullopt;
+  }
+  return t.to(device);
+}
+
+// The tensors of `list` at `indices` (empty list stays empty).
+std::vector<at::Tensor> pick(at::TensorList list, const std::vector<size_t>& indices) {
+  std::vector<at::Tensor> out;
+  if (list.empty()) {
+    return out;
+  }
+  out.reserve(indices.size());
+  for (size_t i : indices) {
+    out.push_back(list[i]);
+  }
+  return out;
+}
+
+void check_groups(at::TensorList params, c10::IntArrayRef group_sizes,
+                  std::initializer_list<size_t> hyper_sizes) {
+  int64_t total = 0;
+  for (int64_t n : group_sizes) {
+    TORCH_CHECK(n >= 0, "group_sizes must be >= 0");
+    total += n;
+  }
+  TORCH_CHECK(total == static_cast<int64_t>(params.size()), "group_sizes add up to ", total,
+              " but there are ", params.size(), " params");
+  for (size_t n : hyper_sizes) {
+    TORCH_CHECK(n == group_sizes.size(), "one hyper-parameter value per group: got ", n,
+                " values for ", group_sizes.size(), " groups");
+  }
+}
+
+// Calls `step(indices, device)` for the params of each group on each device, after advancing
+// their step counts (by 1, or by 1 - skip on the device).
+template <typename StepFn>
+void for_each_group(at::TensorList params, at::TensorList steps, c10::IntArrayRef group_sizes,
+                    const StepGuard& guard, StepFn step) {
+  size_t begin = 0;
+  for (size_t g = 0; g < group_sizes.size(); ++g) {
+    const size_t end = begin + static_cast<size_t>(group_sizes[g]);
+    std::vector<c10::Device> devices;
+    std::vector<std::vector<size_t>> members;
+    for (size_t i = begin; i < end; ++i) {
+      size_t d = 0;
+      while (d < devices.size() && devices[d] != params[i].device()) {
+        ++d;
+      }
+      if (d == devices.size()) {
+        devices.push_back(params[i].device());
+        members.emplace_back();
+      }
+      members[d].push_back(i);
+    }
+    for (size_t d = 0; d < devices.size(); ++d) {
+      std::vector<at::Tensor> device_steps = pick(steps, members[d]);
+      if (guard.skip.defined()) {
+        at::_foreach_add_(device_steps, at::rsub(guard.skip, 1).to(devices[d]));
+      } else {
+        at::_foreach_add_(device_steps, at::Scalar(1));
+      }
+      step(g, members[d], devices[d]);
+    }
+    begin = end;
+  }
+}
+
+at::Tensor finish(const StepGuard& guard, at::Tensor& skipped_steps) {
+  if (guard.skip.defined()) {
+    skipped_steps.add_(guard.skip.to(skipped_steps.device(), skipped_steps.scalar_type()));
+  }
+  return guard.norm.defined() ? guard.norm : at::empty({0}, at::TensorOptions().dtype(at::kFloat));
+}
+
+at::Tensor fused_adam_composite(
+    at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+    at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList steps,
+    c10::IntArrayRef group_sizes, c10::ArrayRef<double> lr, c10::ArrayRef<double> beta1,
+    c10::ArrayRef<double> beta2, c10::ArrayRef<double> eps, c10::ArrayRef<double> weight_decay,
+    const c10::List<bool>& amsgrad_list, const c10::List<bool>& maximize_list,
+    const c10::List<bool>& decoupled_list, std::optional<double> max_grad_norm, double norm_type,
+    bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
+    const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps) {
+  const std::vector<bool> amsgrad = amsgrad_list.vec(), maximize = maximize_list.vec(),
+                          decoupled_weight_decay = decoupled_list.vec();
+  check_groups(params, group_sizes,
+               {lr.size(), beta1.size(), beta2.size(), eps.size(), weight_decay.size(),
+                amsgrad.size(), maximize.size(), decoupled_weight_decay.size()});
+  check_clip_settings(max_grad_norm, norm_type);
+  for (size_t g = 0; g < group_sizes.size(); ++g) {
+    check_adam_hyper({lr[g], beta1[g], beta2[g], eps[g], weight_decay[g], amsgrad[g], maximize[g],
+                      decoupled_weight_decay[g]});
+  }
+  TORCH_CHECK(grads.size() == params.size(), "fused_adam_: ", grads.size(), " grads for ",
+              params.size(), " params");
+  check_strided(grads, "fused_adam_", "grads");
+  static auto kernel =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("steadystep::_adam_step_", "")
+          .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList,
+                      at::TensorList, at::TensorList, double, double, double, double, double, bool,
+                      bool, bool, const std::optional<at::Tensor>&,
+                      const std::optional<at::Tensor>&)>();
+  const StepGuard guard =
+      guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale, found_inf);
+  for_each_group(params, steps, group_sizes, guard,
+                 [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device) {
+                   kernel.call(pick(params, idx), pick(grads, idx), pick(exp_avgs, idx),
+                               pick(exp_avg_sqs, idx),
+                               amsgrad[g] ? pick(max_exp_avg_sqs, idx) : std::vector<at::Tensor>{},
+                               pick(steps, idx), lr[g], beta1[g], beta2[g], eps[g], weight_decay[g],
+                               amsgrad[g], maximize[g], decoupled_weight_decay[g],
+                               on(guard.multiplier, device), on(guard.skip, device));
+                 });
+  return finish(guard, skipped_steps);
+}
+
+at::Tensor fused_sgd_composite(
+    at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+    at::TensorList steps, c10::IntArrayRef group_sizes, c10::ArrayRef<double> lr,
+    c10::ArrayRef<double> momentum, c10::ArrayRef<double> dampening,
+    c10::ArrayRef<double> weight_decay, const c10::List<bool>& nesterov_list,
+    const c10::List<bool>& maximize_list, std::optional<double> max_grad_norm, double norm_type,
+    bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
+    const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps) {
+  const std::vector<bool> nesterov = nesterov_list.vec(), maximize = maximize_list.vec();
+  check_groups(params, group_sizes,
+               {lr.size(), momentum.size(), dampening.size(), weight_decay.size(), nesterov.size(),
+                maximize.size()});
+  check_clip_settings(max_grad_norm, norm_type);
+  for (size_t g = 0; g < group_sizes.size(); ++g) {
+    check_sgd_hyper({lr[g], momentum[g], dampening[g], weight_decay[g], nesterov[g], maximize[g]});
+  }
+  TORCH_CHECK(grads.size() == params.size(), "fused_sgd_: ", grads.size(), " grads for ",
+              params.size(), " params");
+  check_strided(grads, "fused_sgd_", "grads");
+  static auto kernel =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("steadystep::_sgd_step_", "")
+          .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, double,
+                      double, double, double, bool, bool, const std::optional<at::Tensor>&,
+                      const std::optional<at::Tensor>&)>();
+  const StepGuard guard =
+      guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale, found_inf);
+  for_each_group(
+      params, steps, group_sizes, guard,
+      [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device) {
+        kernel.call(pick(params, idx), pick(grads, idx),
+                    momentum[g] != 0 ? pick(momentum_buffers, idx) : std::vector<at::Tensor>{},
+                    pick(steps, idx), lr[g], momentum[g], dampening[g], weight_decay[g],
+                    nesterov[g], maximize[g], on(guard.multiplier, device), on(guard.skip, device));
+      });
+  return finish(guard, skipped_steps);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(steadystep, CompositeImplicitAutograd, m) {
+  m.impl("fused_adam_", &fused_adam_composite);
+  m.impl("fused_sgd_", &fused_sgd_composite);
+}
+
+}  // namespace steadystep

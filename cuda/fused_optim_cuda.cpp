@@ -1,0 +1,127 @@
+// CUDA registration of steadystep::_adam_step_ and steadystep::_sgd_step_: one launch set per
+// dtype on the current stream; the clip coefficient, the skip decision and the step counts are
+// read by the kernels from device memory. No host sync.
+
+#include "cuda/dtype_buckets.h"
+#include "cuda/fused_optim.cuh"
+#include "ops/step_checks.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <array>
+#include <vector>
+
+namespace steadystep::cuda {
+
+namespace {
+
+// Pointer lists per dtype: param, grad, states..., step (the last slot).
+template <int Depth>
+struct StepBuckets {
+  std::vector<std::array<void*, Depth>> tensors[DtypeBuckets::kCount];
+  std::vector<int64_t> numel[DtypeBuckets::kCount];
+
+  StepBuckets(at::TensorList params, at::TensorList grads,
+              std::initializer_list<at::TensorList> states, at::TensorList steps) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (params[i].numel() == 0) {
+        continue;
+      }
+      std::array<void*, Depth> ptrs{};
+      ptrs[0] = params[i].data_ptr();
+      ptrs[1] = const_cast<void*>(grads[i].const_data_ptr());
+      int slot = 2;
+      for (const auto& list : states) {
+        ptrs[slot++] = list.empty() ? nullptr : list[i].data_ptr();
+      }
+      ptrs[Depth - 1] = const_cast<void*>(steps[i].const_data_ptr());
+      const int d = static_cast<int>(kernel_dtype(params[i].scalar_type()));
+      tensors[d].push_back(ptrs);
+      numel[d].push_back(params[i].numel());
+    }
+  }
+};
+
+// The device pointers of the step's controls, as fp32 one-element tensors on `device`.
+StepControl control_of(const std::optional<at::Tensor>& grad_multiplier,
+                       const std::optional<at::Tensor>& skip, const c10::Device& device,
+                       std::vector<at::Tensor>& keep) {
+  auto device_ptr = [&](const std::optional<at::Tensor>& t) -> const float* {
+    if (!t.has_value() || !t->defined()) {
+      return nullptr;
+    }
+    TORCH_CHECK(t->numel() == 1, "fused step: controls hold one value, got ", t->sizes());
+    keep.push_back(t->to(device, at::kFloat).contiguous());
+    return keep.back().const_data_ptr<float>();
+  };
+  return {device_ptr(grad_multiplier), device_ptr(skip)};
+}
+
+void adam_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                    at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                    at::TensorList steps, double lr, double beta1, double beta2, double eps,
+                    double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
+                    const std::optional<at::Tensor>& grad_multiplier,
+                    const std::optional<at::Tensor>& skip) {
+  check_step_tensors("_adam_step_", params,
+                     {{"grads", grads},
+                      {"exp_avgs", exp_avgs},
+                      {"exp_avg_sqs", exp_avg_sqs},
+                      {"max_exp_avg_sqs", max_exp_avg_sqs}},
+                     steps);
+  TORCH_CHECK(!amsgrad || max_exp_avg_sqs.size() == params.size(),
+              "_adam_step_: amsgrad needs max_exp_avg_sqs");
+  if (params.empty()) {
+    return;
+  }
+  const c10::cuda::CUDAGuard guard(params[0].device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  std::vector<at::Tensor> keep;
+  AdamParams p;
+  static_cast<AdamHyper&>(p) = {lr,           beta1,   beta2,    eps,
+                                weight_decay, amsgrad, maximize, decoupled_weight_decay};
+  p.control = control_of(grad_multiplier, skip, params[0].device(), keep);
+  const StepBuckets<6> buckets(params, grads, {exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, steps);
+  for (int d = 0; d < DtypeBuckets::kCount; ++d) {
+    if (!buckets.tensors[d].empty()) {
+      launch_adam_step(static_cast<DType>(d), buckets.tensors[d], buckets.numel[d], p, stream);
+    }
+  }
+}
+
+void sgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                   at::TensorList steps, double lr, double momentum, double dampening,
+                   double weight_decay, bool nesterov, bool maximize,
+                   const std::optional<at::Tensor>& grad_multiplier,
+                   const std::optional<at::Tensor>& skip) {
+  check_step_tensors("_sgd_step_", params,
+                     {{"grads", grads}, {"momentum_buffers", momentum_buffers}}, steps);
+  TORCH_CHECK(momentum == 0 || momentum_buffers.size() == params.size(),
+              "_sgd_step_: momentum needs momentum_buffers");
+  if (params.empty()) {
+    return;
+  }
+  const c10::cuda::CUDAGuard guard(params[0].device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  std::vector<at::Tensor> keep;
+  SGDParams p;
+  static_cast<SGDHyper&>(p) = {lr, momentum, dampening, weight_decay, nesterov, maximize};
+  p.control = control_of(grad_multiplier, skip, params[0].device(), keep);
+  const StepBuckets<4> buckets(params, grads, {momentum_buffers}, steps);
+  for (int d = 0; d < DtypeBuckets::kCount; ++d) {
+    if (!buckets.tensors[d].empty()) {
+      launch_sgd_step(static_cast<DType>(d), buckets.tensors[d], buckets.numel[d], p, stream);
+    }
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(steadystep, CUDA, m) {
+  m.impl("_adam_step_", &adam_step_cuda);
+  m.impl("_sgd_step_", &sgd_step_cuda);
+}
+
+}  // namespace steadystep::cuda

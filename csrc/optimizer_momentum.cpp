@@ -1,5 +1,6 @@
 #include "optimizer_momentum.h"
 
+#include <steadystep/optim.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/rmsprop.h>
@@ -22,6 +23,10 @@ bool visit_momentum(torch::optim::OptimizerOptions& options, F&& f) {
     f([&](double m) { adam->betas(std::make_tuple(m, std::get<1>(adam->betas()))); });
   } else if (auto* adamw = dynamic_cast<AdamWOptions*>(&options)) {
     f([&](double m) { adamw->betas(std::make_tuple(m, std::get<1>(adamw->betas()))); });
+  } else if (auto* fsgd = dynamic_cast<FusedSGDOptions*>(&options)) {
+    f([&](double m) { fsgd->momentum(m); });
+  } else if (auto* fadam = dynamic_cast<FusedAdamOptions*>(&options)) {
+    f([&](double m) { fadam->betas(std::make_tuple(m, std::get<1>(fadam->betas()))); });
   } else {
     return false;
   }

@@ -5,4 +5,5 @@
 
 #include <steadystep/clip_grad.h>
 #include <steadystep/lr_scheduler.h>
+#include <steadystep/optim.h>
 #include <steadystep/version.h>

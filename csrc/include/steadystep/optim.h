@@ -1,0 +1,139 @@
+#pragma once
+
+#include <torch/arg.h>
+#include <torch/optim/optimizer.h>
+#include <torch/optim/serialize.h>
+#include <torch/serialize/archive.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+namespace steadystep {
+
+/// Options of `FusedAdam`: torch::optim::AdamOptions' fields plus `maximize` and
+/// `decoupled_weight_decay` (AdamW), and the optimizer-wide clipping settings, which are read
+/// from the optimizer's defaults only: `max_grad_norm` (empty: no clipping), `norm_type`
+/// (> 0 or inf) and `skip_nonfinite`.
+struct FusedAdamOptions : public torch::optim::OptimizerCloneableOptions<FusedAdamOptions> {
+  FusedAdamOptions(double lr = 1e-3) : lr_(lr) {}
+  TORCH_ARG(double, lr) = 1e-3;
+  typedef std::tuple<double, double> betas_t;
+  TORCH_ARG(betas_t, betas) = std::make_tuple(0.9, 0.999);
+  TORCH_ARG(double, eps) = 1e-8;
+  TORCH_ARG(double, weight_decay) = 0;
+  TORCH_ARG(bool, amsgrad) = false;
+  TORCH_ARG(bool, maximize) = false;
+  TORCH_ARG(bool, decoupled_weight_decay) = false;
+  TORCH_ARG(std::optional<double>, max_grad_norm) = std::nullopt;
+  TORCH_ARG(double, norm_type) = 2.0;
+  TORCH_ARG(bool, skip_nonfinite) = true;
+
+ public:
+  void serialize(torch::serialize::InputArchive& archive) override;
+  void serialize(torch::serialize::OutputArchive& archive) const override;
+  double get_lr() const override { return lr(); }
+  void set_lr(const double lr) override { this->lr(lr); }
+};
+
+/// Per-parameter state of `FusedAdam`: torch's names; `step` is a one-element fp32 tensor on
+/// the parameter's device, advanced by the step itself (never read back to the host).
+struct FusedAdamParamState
+    : public torch::optim::OptimizerCloneableParamState<FusedAdamParamState> {
+  TORCH_ARG(torch::Tensor, step);
+  TORCH_ARG(torch::Tensor, exp_avg);
+  TORCH_ARG(torch::Tensor, exp_avg_sq);
+  TORCH_ARG(torch::Tensor, max_exp_avg_sq) = {};
+
+ public:
+  void serialize(torch::serialize::InputArchive& archive) override;
+  void serialize(torch::serialize::OutputArchive& archive) const override;
+};
+
+/// Options of `FusedSGD`: torch::optim::SGDOptions' fields plus `maximize`, and the
+/// optimizer-wide clipping settings (as in `FusedAdamOptions`).
+struct FusedSGDOptions : public torch::optim::OptimizerCloneableOptions<FusedSGDOptions> {
+  FusedSGDOptions(double lr = 1e-3) : lr_(lr) {}
+  TORCH_ARG(double, lr) = 1e-3;
+  TORCH_ARG(double, momentum) = 0;
+  TORCH_ARG(double, dampening) = 0;
+  TORCH_ARG(double, weight_decay) = 0;
+  TORCH_ARG(bool, nesterov) = false;
+  TORCH_ARG(bool, maximize) = false;
+  TORCH_ARG(std::optional<double>, max_grad_norm) = std::nullopt;
+  TORCH_ARG(double, norm_type) = 2.0;
+  TORCH_ARG(bool, skip_nonfinite) = true;
+
+ public:
+  void serialize(torch::serialize::InputArchive& archive) override;
+  void serialize(torch::serialize::OutputArchive& archive) const override;
+  double get_lr() const override { return lr(); }
+  void set_lr(const double lr) override { this->lr(lr); }
+};
+
+/// Per-parameter state of `FusedSGD`: torch's `momentum_buffer`, and a device `step` count
+/// (the first successful step initialises the buffer from the gradient, as torch does).
+struct FusedSGDParamState : public torch::optim::OptimizerCloneableParamState<FusedSGDParamState> {
+  TORCH_ARG(torch::Tensor, step);
+  TORCH_ARG(torch::Tensor, momentum_buffer) = {};
+
+ public:
+  void serialize(torch::serialize::InputArchive& archive) override;
+  void serialize(torch::serialize::OutputArchive& archive) const override;
+};
+
+/// Adam (AdamW with `decoupled_weight_decay(true)`) with global-norm clipping over all its
+/// parameters, fused into two multi-tensor passes: a norm pass, then one update pass that
+/// reads param, grad and state once and writes them once.
+///
+/// Promises: equals `clip_grad_norm_` followed by torch's Adam/AdamW to fp32 rounding; never
+/// synchronises the host with the device; with `skip_nonfinite`, a step whose gradient norm is
+/// inf or nan leaves every parameter and state bit-identical, does not advance `step`, and
+/// adds one to `skipped_steps()`, decided on the device. Works with every steadystep scheduler
+/// and LibTorch's own (beta1 cycling included).
+class FusedAdam : public torch::optim::Optimizer {
+ public:
+  explicit FusedAdam(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
+                     FusedAdamOptions defaults = {});
+  explicit FusedAdam(std::vector<torch::Tensor> params, FusedAdamOptions defaults = {})
+      : FusedAdam({torch::optim::OptimizerParamGroup(std::move(params))}, std::move(defaults)) {}
+
+  torch::Tensor step(LossClosure closure = nullptr) override;
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+  /// The fp32 0-dim norm of the gradients at the last step (undefined before the first step,
+  /// or when neither clipping nor the guard needs it).
+  const torch::Tensor& last_grad_norm() const { return last_grad_norm_; }
+  /// Steps skipped for non-finite gradients: an int64 0-dim tensor on the params' device.
+  torch::Tensor skipped_steps() const;
+
+ private:
+  torch::Tensor last_grad_norm_;
+  torch::Tensor skipped_steps_;
+};
+
+/// SGD (momentum, dampening, nesterov, weight decay, maximize) with global-norm clipping,
+/// fused as `FusedAdam` is, with the same promises against torch's SGD.
+class FusedSGD : public torch::optim::Optimizer {
+ public:
+  explicit FusedSGD(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
+                    FusedSGDOptions defaults = {});
+  explicit FusedSGD(std::vector<torch::Tensor> params, FusedSGDOptions defaults = {})
+      : FusedSGD({torch::optim::OptimizerParamGroup(std::move(params))}, std::move(defaults)) {}
+
+  torch::Tensor step(LossClosure closure = nullptr) override;
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+  /// As `FusedAdam::last_grad_norm`.
+  const torch::Tensor& last_grad_norm() const { return last_grad_norm_; }
+  /// As `FusedAdam::skipped_steps`.
+  torch::Tensor skipped_steps() const;
+
+ private:
+  torch::Tensor last_grad_norm_;
+  torch::Tensor skipped_steps_;
+};
+
+}  // namespace steadystep

@@ -1,0 +1,264 @@
+// FusedAdam / FusedSGD from C++: against golden values that torch's clip_grad_norm_ + optimizer
+// produced (tests/golden/make_optimizer_golden.py), checkpoint round trips, the non-finite
+// guard, and a LibTorch training loop with a steadystep scheduler.
+
+#include <steadystep/lr_scheduler.h>
+#include <steadystep/optim.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+
+namespace {
+
+const std::vector<std::vector<int64_t>> kShapes = {{3, 5}, {17}, {32, 17}};
+constexpr double kLrs[] = {1e-2, 3e-3};
+constexpr int kSteps = 50;
+
+// The same params and grads as the generator script, from the same torch ops.
+torch::Tensor initial_param(int k) {
+  const int64_t n = torch::tensor(kShapes[k]).prod().item<int64_t>();
+  return torch::sin(torch::arange(n, torch::kDouble) * 0.1 + k)
+      .to(torch::kFloat)
+      .reshape(kShapes[k]);
+}
+
+torch::Tensor grad(int k, int step) {
+  const int64_t n = torch::tensor(kShapes[k]).prod().item<int64_t>();
+  return (3 * torch::cos(torch::arange(n, torch::kDouble) * 0.37 + 0.11 * step + k))
+      .to(torch::kFloat)
+      .reshape(kShapes[k]);
+}
+
+using Golden = std::map<std::string, std::map<std::string, std::vector<torch::Tensor>>>;
+
+Golden read_golden() {
+  std::ifstream in(STEADYSTEP_GOLDEN_DIR "/optimizers.txt");
+  EXPECT_TRUE(in.good()) << "missing " STEADYSTEP_GOLDEN_DIR "/optimizers.txt";
+  Golden golden;
+  std::string line, current;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') {
+      continue;
+    }
+    std::istringstream fields(line);
+    std::string key;
+    fields >> key;
+    if (key == "case") {
+      fields >> current;
+      continue;
+    }
+    size_t k, n;
+    fields >> k >> n;
+    std::vector<float> values(n);
+    for (auto& v : values) {
+      fields >> v;
+    }
+    auto& list = golden[current][key];
+    list.resize(std::max(list.size(), k + 1));
+    list[k] = torch::tensor(values).reshape(kShapes[k]);
+  }
+  return golden;
+}
+
+// Within fp32 rounding of torch's own values: rel 1e-5 of the tensor's scale (the two sides
+// round differently element by element: FMA contraction, operation order).
+void expect_close(const torch::Tensor& got, const torch::Tensor& want, const std::string& what) {
+  const double scale = std::max(want.abs().max().item<double>(), 1e-30);
+  EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5 * scale))
+      << what << ": max diff " << (got - want).abs().max().item<double>() << " at scale " << scale;
+}
+
+std::vector<torch::optim::OptimizerParamGroup> groups(const std::vector<torch::Tensor>& params,
+                                                      const torch::optim::OptimizerOptions& o) {
+  std::vector<torch::optim::OptimizerParamGroup> out;
+  out.emplace_back(std::vector<torch::Tensor>{params[0]}, o.clone());
+  out.emplace_back(std::vector<torch::Tensor>{params[1], params[2]}, o.clone());
+  out[0].options().set_lr(kLrs[0]);
+  out[1].options().set_lr(kLrs[1]);
+  return out;
+}
+
+struct Case {
+  std::string name;
+  std::function<std::unique_ptr<torch::optim::Optimizer>(const std::vector<torch::Tensor>&)> make;
+};
+
+std::vector<Case> cases() {
+  using steadystep::FusedAdam;
+  using steadystep::FusedAdamOptions;
+  using steadystep::FusedSGD;
+  using steadystep::FusedSGDOptions;
+  auto adam = [](FusedAdamOptions o) {
+    return [o](const std::vector<torch::Tensor>& p) {
+      return std::make_unique<FusedAdam>(groups(p, o), o);
+    };
+  };
+  auto sgd = [](FusedSGDOptions o) {
+    return [o](const std::vector<torch::Tensor>& p) {
+      return std::make_unique<FusedSGD>(groups(p, o), o);
+    };
+  };
+  return {
+      {"adam", adam(FusedAdamOptions())},
+      {"adam_clip", adam(FusedAdamOptions().max_grad_norm(1.0))},
+      {"adam_amsgrad_wd",
+       adam(FusedAdamOptions().weight_decay(0.1).amsgrad(true).max_grad_norm(2.0))},
+      {"adamw_clip_inf", adam(FusedAdamOptions()
+                                  .weight_decay(0.05)
+                                  .decoupled_weight_decay(true)
+                                  .max_grad_norm(0.5)
+                                  .norm_type(INFINITY))},
+      {"adam_maximize",
+       adam(
+           FusedAdamOptions().maximize(true).betas({0.8, 0.99}).max_grad_norm(1.0).norm_type(1.0))},
+      {"sgd", sgd(FusedSGDOptions())},
+      {"sgd_nesterov_clip", sgd(FusedSGDOptions().momentum(0.9).nesterov(true).max_grad_norm(1.0))},
+      {"sgd_dampening_wd",
+       sgd(FusedSGDOptions().momentum(0.5).dampening(0.1).weight_decay(0.01).max_grad_norm(3.0))},
+  };
+}
+
+std::vector<torch::Tensor> fresh_params() {
+  std::vector<torch::Tensor> params;
+  for (size_t k = 0; k < kShapes.size(); ++k) {
+    params.push_back(initial_param(static_cast<int>(k)).requires_grad_(true));
+  }
+  return params;
+}
+
+void run(torch::optim::Optimizer& opt, std::vector<torch::Tensor>& params, int from, int to) {
+  for (int step = from; step < to; ++step) {
+    for (size_t k = 0; k < params.size(); ++k) {
+      params[k].mutable_grad() = grad(static_cast<int>(k), step);
+    }
+    opt.step();
+  }
+}
+
+torch::Tensor state_tensor(torch::optim::Optimizer& opt, const torch::Tensor& p,
+                           const std::string& key) {
+  auto& s = *opt.state().at(p.unsafeGetTensorImpl());
+  if (auto* a = dynamic_cast<steadystep::FusedAdamParamState*>(&s)) {
+    if (key == "exp_avg") return a->exp_avg();
+    if (key == "exp_avg_sq") return a->exp_avg_sq();
+    if (key == "max_exp_avg_sq") return a->max_exp_avg_sq();
+  }
+  if (auto* g = dynamic_cast<steadystep::FusedSGDParamState*>(&s)) {
+    if (key == "momentum_buffer") return g->momentum_buffer();
+  }
+  return {};
+}
+
+TEST(FusedOptimizers, MatchTorchGoldenValues) {
+  const Golden golden = read_golden();
+  for (const auto& c : cases()) {
+    ASSERT_TRUE(golden.count(c.name)) << c.name;
+    auto params = fresh_params();
+    auto opt = c.make(params);
+    run(*opt, params, 0, kSteps);
+    for (const auto& [key, tensors] : golden.at(c.name)) {
+      for (size_t k = 0; k < tensors.size(); ++k) {
+        const torch::Tensor got =
+            key == "param" ? params[k].detach() : state_tensor(*opt, params[k], key);
+        ASSERT_TRUE(got.defined()) << c.name << " " << key << " " << k;
+        expect_close(got, tensors[k], c.name + " " + key + " " + std::to_string(k));
+      }
+    }
+  }
+}
+
+TEST(FusedOptimizers, SaveLoadResumesIdentically) {
+  const std::string path = ::testing::TempDir() + "/steadystep_fused_optim.pt";
+  for (const auto& c : cases()) {
+    auto full_params = fresh_params();
+    auto full = c.make(full_params);
+    run(*full, full_params, 0, 30);
+
+    auto first_params = fresh_params();
+    auto first = c.make(first_params);
+    run(*first, first_params, 0, 12);
+    torch::save(*first, path);
+    auto resumed_params = fresh_params();
+    for (size_t k = 0; k < resumed_params.size(); ++k) {
+      resumed_params[k].detach().copy_(first_params[k].detach());
+    }
+    auto resumed = c.make(resumed_params);
+    torch::load(*resumed, path);
+    run(*resumed, resumed_params, 12, 30);
+    for (size_t k = 0; k < full_params.size(); ++k) {
+      EXPECT_TRUE(torch::equal(resumed_params[k], full_params[k])) << c.name;
+    }
+  }
+  std::remove(path.c_str());
+}
+
+TEST(FusedOptimizers, NonFiniteStepChangesNothing) {
+  for (const auto& c : cases()) {
+    auto params = fresh_params();
+    auto opt = c.make(params);
+    run(*opt, params, 0, 3);
+    std::vector<torch::Tensor> before;
+    for (const auto& p : params) {
+      before.push_back(p.detach().clone());
+    }
+    for (size_t k = 0; k < params.size(); ++k) {
+      params[k].mutable_grad() = grad(static_cast<int>(k), 3);
+    }
+    params[2].mutable_grad()[1][2] = std::nan("");
+    opt->step();
+    for (size_t k = 0; k < params.size(); ++k) {
+      EXPECT_TRUE(torch::equal(params[k], before[k])) << c.name;
+    }
+    const auto skipped = dynamic_cast<steadystep::FusedAdam*>(opt.get())
+                             ? static_cast<steadystep::FusedAdam&>(*opt).skipped_steps()
+                             : static_cast<steadystep::FusedSGD&>(*opt).skipped_steps();
+    EXPECT_EQ(skipped.item<int64_t>(), 1) << c.name;
+  }
+}
+
+TEST(FusedOptimizers, BadOptionsAreRejected) {
+  auto params = fresh_params();
+  EXPECT_THROW(steadystep::FusedAdam(params, steadystep::FusedAdamOptions(-1.0)), c10::Error);
+  EXPECT_THROW(steadystep::FusedAdam(params, steadystep::FusedAdamOptions().betas({1.0, 0.9})),
+               c10::Error);
+  EXPECT_THROW(steadystep::FusedAdam(params, steadystep::FusedAdamOptions().max_grad_norm(0.0)),
+               c10::Error);
+  EXPECT_THROW(steadystep::FusedSGD(params, steadystep::FusedSGDOptions().nesterov(true)),
+               c10::Error);
+  EXPECT_THROW(steadystep::FusedSGD(params, steadystep::FusedSGDOptions().momentum(-0.1)),
+               c10::Error);
+}
+
+TEST(FusedOptimizers, TrainWithASteadystepScheduler) {
+  torch::manual_seed(0);
+  torch::nn::Sequential model(torch::nn::Linear(8, 32), torch::nn::Tanh(),
+                              torch::nn::Linear(32, 1));
+  steadystep::FusedAdam opt(model->parameters(), steadystep::FusedAdamOptions(1e-2)
+                                                     .decoupled_weight_decay(true)
+                                                     .weight_decay(0.01)
+                                                     .max_grad_norm(1.0));
+  steadystep::OneCycleLR sched(opt, steadystep::OneCycleLROptions({3e-2}).total_steps(200));
+  const auto x = torch::randn({128, 8});
+  const auto y = torch::sin(x.sum(1, true));
+  double first = 0, last = 0;
+  for (int step = 0; step < 200; ++step) {
+    opt.zero_grad();
+    auto loss = torch::mse_loss(model->forward(x), y);
+    loss.backward();
+    opt.step();
+    sched.step();
+    (step == 0 ? first : last) = loss.item<double>();
+  }
+  EXPECT_LT(last, first * 0.5);
+  EXPECT_TRUE(opt.last_grad_norm().defined());
+  EXPECT_EQ(opt.skipped_steps().item<int64_t>(), 0);
+}
+
+}  // namespace

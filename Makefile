@@ -30,8 +30,12 @@ python: build
 test: python
 	PY=$(PY) BUILD=$(BUILD) scripts/run_tests.sh
 
+# The main demo: one exploding training run, three ways (see examples/cpp/exploding_gradients.cpp).
+# DEMO_ARGS are passed on (e.g. DEMO_ARGS="--device cuda --steps 1000").
 demo: build
-	$(BUILD)/examples/cpp/train_cosine
+	$(BUILD)/examples/cpp/exploding_gradients --out demo_out $(DEMO_ARGS)
+	$(PY) examples/python/plot_demo.py demo_out/metrics.csv demo_out/training.png
+	@mkdir -p docs && cp demo_out/training.png docs/demo_training.png
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h' '*.cu' '*.cuh')

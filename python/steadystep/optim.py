@@ -115,6 +115,9 @@ class FusedAdam(_FusedOptimizer):
         super().__init__(params, defaults)
         self._init_fused(max_grad_norm, norm_type, skip_nonfinite)
 
+    # NOTE [torch.compile]: the step is one fused op already; inside a compiled function it runs
+    # eagerly (a graph break), so dynamo need not trace the optimizer's Python bookkeeping.
+    @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One fused step (clip, guard, update) over all param groups."""
@@ -240,6 +243,9 @@ class FusedSGD(_FusedOptimizer):
             state["step"] = torch.full((), 0.0 if buffer is None else 1.0, dtype=torch.float32, device=p.device)
         return self._step_state(p, state)
 
+    # NOTE [torch.compile]: the step is one fused op already; inside a compiled function it runs
+    # eagerly (a graph break), so dynamo need not trace the optimizer's Python bookkeeping.
+    @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One fused step (clip, guard, update) over all param groups."""

@@ -1,7 +1,9 @@
-# ctest driver: install steadystep into a scratch prefix, then configure, build and run the
-# consumer project against that prefix only (plus LibTorch).
+# ctest driver: install steadystep into a scratch prefix, then configure, build and run a
+# separate CMake project (CONSUMER_SOURCE_DIR) against that prefix only (plus LibTorch), as a
+# user's project would. RUN is the program (and its arguments, ;-separated) to run afterwards.
 set(prefix "${STEADYSTEP_BUILD_DIR}/consumer/install")
-set(build "${STEADYSTEP_BUILD_DIR}/consumer/build")
+get_filename_component(name "${CONSUMER_SOURCE_DIR}" NAME)
+set(build "${STEADYSTEP_BUILD_DIR}/consumer/build-${name}")
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
@@ -13,4 +15,7 @@ run(${CMAKE_COMMAND} -S "${CONSUMER_SOURCE_DIR}" -B "${build}" -G "${CMAKE_GENER
     "-Dsteadystep_DIR=${prefix}/lib/cmake/steadystep" "-DTorch_DIR=${TORCH_PREFIX}/Torch"
     -DCMAKE_BUILD_TYPE=Release)
 run(${CMAKE_COMMAND} --build "${build}")
-run("${build}/consumer")
+string(REPLACE "|" ";" run_args "${RUN}")
+list(GET run_args 0 program)
+list(REMOVE_AT run_args 0)
+run("${build}/${program}" ${run_args})

@@ -1,20 +1,20 @@
-"""steadystep from PyTorch: a cosine schedule and a sync-free gradient norm in a plain loop."""
-
 import torch
 
 import steadystep
 
 torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
-opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-sched = steadystep.lr_scheduler.CosineAnnealingLR(opt, T_max=20, eta_min=1e-3)
-x = torch.randn(512, 16)
-y = torch.sin(x.sum(1, keepdim=True))
-for epoch in range(20):
+model = torch.nn.Linear(16, 1)
+x = torch.randn(256, 16)
+y = x.sum(1, keepdim=True)
+
+opt = steadystep.optim.FusedAdamW(model.parameters(), lr=1e-2, weight_decay=0.01, max_grad_norm=1.0)
+sched = steadystep.lr_scheduler.WarmupCosineLR(opt, warmup_steps=20, total_steps=200)
+for step in range(200):
     opt.zero_grad()
-    loss = torch.nn.functional.mse_loss(model(x), y)
-    loss.backward()
-    grad_norm = steadystep.get_total_norm([p.grad for p in model.parameters()])  # 0-dim tensor, no sync
-    opt.step()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    opt.step()  # norm + guard + update in two passes, no host sync
     sched.step()
-    print(f"epoch {epoch:2d}  loss {loss.item():.5f}  lr {sched.get_last_lr()[0]:.5f}  grad norm {grad_norm.item():.4f}")
+print(f"grad norm {opt.last_grad_norm.item():.4g}, skipped {int(opt.skipped_steps)}, lr {sched.get_last_lr()[0]:.3g}")
+
+# Drop-in for torch.nn.utils.clip_grad_norm_, for any optimizer: returns a device tensor.
+norm = steadystep.clip_grad_norm_(model.parameters(), max_norm=1.0)

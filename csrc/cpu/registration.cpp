@@ -118,14 +118,7 @@ void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
                    bool amsgrad, bool maximize, bool decoupled_weight_decay,
                    const std::optional<at::Tensor>& grad_multiplier,
                    const std::optional<at::Tensor>& skip) {
-  check_step_tensors("_adam_step_", params,
-                     {{"grads", grads},
-                      {"exp_avgs", exp_avgs},
-                      {"exp_avg_sqs", exp_avg_sqs},
-                      {"max_exp_avg_sqs", max_exp_avg_sqs}},
-                     steps);
-  TORCH_CHECK(!amsgrad || max_exp_avg_sqs.size() == params.size(),
-              "_adam_step_: amsgrad needs max_exp_avg_sqs");
+  check_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad);
   if (params.empty() || skip_step(skip)) {
     return;
   }
@@ -141,10 +134,7 @@ void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList mo
                   double weight_decay, bool nesterov, bool maximize,
                   const std::optional<at::Tensor>& grad_multiplier,
                   const std::optional<at::Tensor>& skip) {
-  check_step_tensors("_sgd_step_", params,
-                     {{"grads", grads}, {"momentum_buffers", momentum_buffers}}, steps);
-  TORCH_CHECK(momentum == 0 || momentum_buffers.size() == params.size(),
-              "_sgd_step_: momentum needs momentum_buffers");
+  check_sgd_step(params, grads, momentum_buffers, steps, momentum);
   if (params.empty() || skip_step(skip)) {
     return;
   }

@@ -32,21 +32,16 @@ void clamp_meta(at::TensorList tensors, double clip_value) {
 
 void adam_step_meta(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                     at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
-                    at::TensorList steps, double, double, double, double, double, bool, bool, bool,
-                    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {
-  check_step_tensors("_adam_step_", params,
-                     {{"grads", grads},
-                      {"exp_avgs", exp_avgs},
-                      {"exp_avg_sqs", exp_avg_sqs},
-                      {"max_exp_avg_sqs", max_exp_avg_sqs}},
-                     steps);
+                    at::TensorList steps, double, double, double, double, double, bool amsgrad,
+                    bool, bool, const std::optional<at::Tensor>&,
+                    const std::optional<at::Tensor>&) {
+  check_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad);
 }
 
 void sgd_step_meta(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                   at::TensorList steps, double, double, double, double, bool, bool,
+                   at::TensorList steps, double, double momentum, double, double, bool, bool,
                    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {
-  check_step_tensors("_sgd_step_", params,
-                     {{"grads", grads}, {"momentum_buffers", momentum_buffers}}, steps);
+  check_sgd_step(params, grads, momentum_buffers, steps, momentum);
 }
 
 }  // namespace

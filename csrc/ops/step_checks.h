@@ -54,4 +54,27 @@ inline void check_step_tensors(const char* op, at::TensorList params,
   }
 }
 
+/// The checks of every `_adam_step_` kernel (CPU, CUDA, Meta).
+inline void check_adam_step(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                            at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                            at::TensorList steps, bool amsgrad) {
+  check_step_tensors("_adam_step_", params,
+                     {{"grads", grads},
+                      {"exp_avgs", exp_avgs},
+                      {"exp_avg_sqs", exp_avg_sqs},
+                      {"max_exp_avg_sqs", max_exp_avg_sqs}},
+                     steps);
+  TORCH_CHECK(!amsgrad || max_exp_avg_sqs.size() == params.size(),
+              "_adam_step_: amsgrad needs max_exp_avg_sqs");
+}
+
+/// The checks of every `_sgd_step_` kernel (CPU, CUDA, Meta).
+inline void check_sgd_step(at::TensorList params, at::TensorList grads,
+                           at::TensorList momentum_buffers, at::TensorList steps, double momentum) {
+  check_step_tensors("_sgd_step_", params,
+                     {{"grads", grads}, {"momentum_buffers", momentum_buffers}}, steps);
+  TORCH_CHECK(momentum == 0 || momentum_buffers.size() == params.size(),
+              "_sgd_step_: momentum needs momentum_buffers");
+}
+
 }  // namespace steadystep

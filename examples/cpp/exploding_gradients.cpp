@@ -243,10 +243,17 @@ int main(int argc, char** argv) {
     } else {
       s.verdict = "undecided";
     }
+    std::printf(
+        "  %-26s %g\n  %-26s %g\n  %-26s %g\n  %-26s %lld\n  %-26s %lld\n"
+        "  %-26s %.2f s\n  %-26s %s\n\n",
+        "held-out loss, final", s.final_loss, "training loss, best batch", s.best_loss,
+        "max gradient norm", s.max_grad_norm, "steps clipped", static_cast<long long>(s.clipped),
+        "steps skipped (non-finite)", static_cast<long long>(s.skipped), "wall time", s.seconds,
+        "verdict", s.verdict.c_str());
     summaries.push_back(s);
   }
 
-  std::printf("\n%-44s %12s %12s %14s %9s %9s %8s  %s\n", "configuration", "val loss", "best batch",
+  std::printf("%-44s %12s %12s %14s %9s %9s %8s  %s\n", "configuration", "val loss", "best batch",
               "max |grad|", "clipped", "skipped", "time", "verdict");
   for (const auto& s : summaries) {
     std::printf("%-44s %12.4g %12.4g %14.4g %9lld %9lld %7.1fs  %s\n", s.name.c_str(), s.final_loss,

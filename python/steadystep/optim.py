@@ -58,6 +58,13 @@ class _FusedOptimizer(Optimizer):
             self._skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
         return getattr(self, "grad_scale", None), getattr(self, "found_inf", None), self._skipped_steps
 
+    @staticmethod
+    def _evaluate(closure: Callable[[], float] | None) -> float | None:
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
     def _finish(self, norm: Tensor) -> None:
         self.last_grad_norm = norm if norm.numel() else None
 
@@ -121,10 +128,7 @@ class FusedAdam(_FusedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One fused step (clip, guard, update) over all param groups."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes = [], [], [], [], [], [], []
         for group in self.param_groups:
             count = 0
@@ -249,10 +253,7 @@ class FusedSGD(_FusedOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One fused step (clip, guard, update) over all param groups."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         params, grads, buffers, steps, sizes = [], [], [], [], []
         for group in self.param_groups:
             count = 0

@@ -19,7 +19,7 @@ from steadystep import lr_scheduler as ss
 
 
 def _load_driver():
-    build = Path(os.environ.get("STEADYSTEP_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
+    build = Path(os.environ.get("STEADYSTEP_BUILD_DIR", Path(__file__).resolve().parents[2] / "build")).resolve()
     sys.path.insert(0, str(build / "tests" / "cpp"))
     try:
         return importlib.import_module("_scheduler_driver")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("STEADYSTEP_BUILD_DIR", ROOT / "build"))
+BUILD = Path(os.environ.get("STEADYSTEP_BUILD_DIR", ROOT / "build")).resolve()
 DEMO = BUILD / "examples" / "cpp" / "exploding_gradients"
 
 

@@ -342,3 +342,21 @@ def test_cuda_step_does_not_synchronize(make):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert opt.skipped_steps.item() == 1
+
+
+def test_params_of_several_dtypes_are_grouped():
+    # fp32 and fp64 params in one group: each dtype takes its own kernel, the norm spans both.
+    make = lambda: [torch.nn.Parameter(torch.randn(50)), torch.nn.Parameter(torch.randn(7, dtype=torch.float64))]  # noqa: E731
+    ours_p, theirs_p = make(), make()
+    for p, q in zip(ours_p, theirs_p):
+        q.data.copy_(p.data)
+    ours = so.FusedAdam(ours_p, lr=1e-2, max_grad_norm=1.0)
+    theirs = torch.optim.Adam(theirs_p, lr=1e-2)
+    for step in range(20):
+        set_grads(ours_p, theirs_p, step)
+        ours.step()
+        torch.nn.utils.clip_grad_norm_(theirs_p, 1.0)
+        theirs.step()
+    for p, q in zip(ours_p, theirs_p):
+        assert p.dtype == q.dtype
+        assert_close_scaled(p, q, 1e-5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("STEADYSTEP_BUILD_DIR", ROOT / "build"))
+BUILD = Path(os.environ.get("STEADYSTEP_BUILD_DIR", ROOT / "build")).resolve()
 README = (ROOT / "README.md").read_text()
 
 

@@ -2,6 +2,7 @@
 // against torch): momentum cycling on LibTorch's optimizers, bad input, composition.
 
 #include <steadystep/lr_scheduler.h>
+#include <steadystep/optim.h>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -36,6 +37,27 @@ TEST(CyclicLR, CyclesBeta1OfAdamWAndMomentumOfRMSprop) {
   steadystep::OneCycleLR o(rms, steadystep::OneCycleLROptions({0.1}).total_steps(100));
   EXPECT_DOUBLE_EQ(
       static_cast<torch::optim::RMSpropOptions&>(rms.param_groups()[0].options()).momentum(), 0.95);
+}
+
+TEST(CyclicLR, CyclesSteadystepOptimizers) {
+  steadystep::FusedAdam adam(params(), steadystep::FusedAdamOptions(0.1).betas({0.5, 0.99}));
+  steadystep::CyclicLR a(adam, steadystep::CyclicLROptions({0.01}, {0.1}).step_size_up(4));
+  auto& adam_options = static_cast<steadystep::FusedAdamOptions&>(adam.param_groups()[0].options());
+  EXPECT_DOUBLE_EQ(std::get<0>(adam_options.betas()), 0.9);
+  for (int i = 0; i < 4; ++i) {
+    a.step();
+  }
+  EXPECT_DOUBLE_EQ(std::get<0>(adam_options.betas()), 0.8);
+  EXPECT_DOUBLE_EQ(std::get<1>(adam_options.betas()), 0.99);
+
+  steadystep::FusedSGD sgd(params(), steadystep::FusedSGDOptions(0.1).momentum(0.5));
+  steadystep::OneCycleLR o(sgd, steadystep::OneCycleLROptions({0.1}).total_steps(10));
+  auto& sgd_options = static_cast<steadystep::FusedSGDOptions&>(sgd.param_groups()[0].options());
+  EXPECT_DOUBLE_EQ(sgd_options.momentum(), 0.95);
+  for (int i = 0; i < 2; ++i) {  // the warmup phase ends at step 0.3 * 10 - 1 = 2
+    o.step();
+  }
+  EXPECT_DOUBLE_EQ(sgd_options.momentum(), 0.85);  // base_momentum at the end of the warmup
 }
 
 TEST(CyclicLR, OptimizerWithoutMomentumIsRejectedUntouched) {

@@ -6,6 +6,8 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 SETUP ?= scripts/setup_env.sh
 CMAKE_GENERATOR ?= $(if $(shell command -v ninja),Ninja,Unix Makefiles)
+# An interpreter given by name (PY=python3, on a machine without the venv) is looked up on PATH.
+PY_PATH = $(if $(findstring /,$(PY)),$(abspath $(PY)),$(shell command -v $(PY)))
 
 .PHONY: all setup configure build python test demo format clean
 
@@ -15,7 +17,7 @@ setup:
 	@$(SETUP)
 
 configure: setup
-	@cmake -S . -B $(BUILD) -G "$(CMAKE_GENERATOR)" -DPython_EXECUTABLE=$(abspath $(PY)) \
+	@cmake -S . -B $(BUILD) -G "$(CMAKE_GENERATOR)" -DPython_EXECUTABLE=$(PY_PATH) \
 	  -DSTEADYSTEP_BUILD_TESTS=ON -DSTEADYSTEP_BUILD_PYTHON=ON > $(BUILD).configure.log \
 	  || { cat $(BUILD).configure.log; exit 1; }
 	@grep -E "steadystep:|CUDA compiler identification" $(BUILD).configure.log || true

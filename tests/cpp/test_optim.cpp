@@ -261,4 +261,21 @@ TEST(FusedOptimizers, TrainWithASteadystepScheduler) {
   EXPECT_EQ(opt.skipped_steps().item<int64_t>(), 0);
 }
 
+TEST(FusedOptimizers, LibTorchSchedulersDriveThem) {
+  auto params = fresh_params();
+  steadystep::FusedSGD sgd(params, steadystep::FusedSGDOptions(0.1).momentum(0.9));
+  torch::optim::StepLR step_lr(sgd, /*step_size=*/2, /*gamma=*/0.5);
+  for (int i = 0; i < 4; ++i) {
+    step_lr.step();
+  }
+  // LibTorch's StepLR decays one step later than Python's: once in four steps of size 2.
+  EXPECT_DOUBLE_EQ(sgd.param_groups()[0].options().get_lr(), 0.05);
+  steadystep::FusedAdam adam(params, steadystep::FusedAdamOptions(0.01));
+  torch::optim::ReduceLROnPlateauScheduler plateau(
+      adam, torch::optim::ReduceLROnPlateauScheduler::min, 0.5, /*patience=*/0);
+  plateau.step(1.0f);
+  plateau.step(2.0f);
+  EXPECT_DOUBLE_EQ(adam.param_groups()[0].options().get_lr(), 0.005);
+}
+
 }  // namespace

@@ -28,6 +28,7 @@ set(STEADYSTEP_SOURCES
   csrc/schedulers/cosine_annealing_warm_restarts.cpp
   csrc/schedulers/cyclic_lr.cpp
   csrc/schedulers/reduce_lr_on_plateau.cpp
+  csrc/optim/fused_optimizer.cpp
   csrc/optim/fused_adam.cpp
   csrc/optim/fused_sgd.cpp
 )

@@ -49,24 +49,16 @@ void FusedAdamParamState::serialize(torch::serialize::InputArchive& archive) {
 
 FusedAdam::FusedAdam(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
                      FusedAdamOptions defaults)
-    : Optimizer(param_groups, std::make_unique<FusedAdamOptions>(defaults)) {
+    : FusedOptimizer(param_groups, std::make_unique<FusedAdamOptions>(defaults)) {
   check_adam_hyper({defaults.lr(), std::get<0>(defaults.betas()), std::get<1>(defaults.betas()),
                     defaults.eps(), defaults.weight_decay(), defaults.amsgrad(),
                     defaults.maximize(), defaults.decoupled_weight_decay()});
   check_clip_settings(defaults.max_grad_norm(), defaults.norm_type());
 }
 
-torch::Tensor FusedAdam::skipped_steps() const {
-  return skipped_steps_.defined() ? skipped_steps_ : torch::zeros({}, torch::kLong);
-}
-
 torch::Tensor FusedAdam::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
-  torch::Tensor loss;
-  if (closure) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
+  const torch::Tensor loss = evaluate(closure);
   const auto& wide = static_cast<const FusedAdamOptions&>(defaults());
   std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
   std::vector<int64_t> sizes;
@@ -115,9 +107,6 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
   if (params.empty()) {
     return loss;
   }
-  if (!skipped_steps_.defined()) {
-    skipped_steps_ = torch::zeros({}, params[0].options().dtype(torch::kLong));
-  }
   if (!any_amsgrad) {
     max_exp_avg_sqs.clear();
   }
@@ -131,11 +120,11 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
                             const c10::List<bool>&, std::optional<double>, double, bool,
                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
                             at::Tensor&)>();
-  at::Tensor norm =
-      op.call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes, lr, beta1, beta2,
-              eps, weight_decay, amsgrad, maximize, decoupled, wide.max_grad_norm(),
-              wide.norm_type(), wide.skip_nonfinite(), std::nullopt, std::nullopt, skipped_steps_);
-  last_grad_norm_ = norm.numel() ? norm : torch::Tensor();
+  at::Tensor norm = op.call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes, lr,
+                            beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled,
+                            wide.max_grad_norm(), wide.norm_type(), wide.skip_nonfinite(),
+                            std::nullopt, std::nullopt, skipped_counter(params[0].device()));
+  record_norm(norm);
   return loss;
 }
 

@@ -43,23 +43,15 @@ void FusedSGDParamState::serialize(torch::serialize::InputArchive& archive) {
 
 FusedSGD::FusedSGD(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
                    FusedSGDOptions defaults)
-    : Optimizer(param_groups, std::make_unique<FusedSGDOptions>(defaults)) {
+    : FusedOptimizer(param_groups, std::make_unique<FusedSGDOptions>(defaults)) {
   check_sgd_hyper({defaults.lr(), defaults.momentum(), defaults.dampening(),
                    defaults.weight_decay(), defaults.nesterov(), defaults.maximize()});
   check_clip_settings(defaults.max_grad_norm(), defaults.norm_type());
 }
 
-torch::Tensor FusedSGD::skipped_steps() const {
-  return skipped_steps_.defined() ? skipped_steps_ : torch::zeros({}, torch::kLong);
-}
-
 torch::Tensor FusedSGD::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
-  torch::Tensor loss;
-  if (closure) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
+  const torch::Tensor loss = evaluate(closure);
   const auto& wide = static_cast<const FusedSGDOptions&>(defaults());
   std::vector<torch::Tensor> params, grads, buffers, steps;
   std::vector<int64_t> sizes;
@@ -100,9 +92,6 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
   if (params.empty()) {
     return loss;
   }
-  if (!skipped_steps_.defined()) {
-    skipped_steps_ = torch::zeros({}, params[0].options().dtype(torch::kLong));
-  }
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("steadystep::fused_sgd_", "")
@@ -115,8 +104,8 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
   at::Tensor norm =
       op.call(params, grads, buffers, steps, sizes, lr, momentum, dampening, weight_decay, nesterov,
               maximize, wide.max_grad_norm(), wide.norm_type(), wide.skip_nonfinite(), std::nullopt,
-              std::nullopt, skipped_steps_);
-  last_grad_norm_ = norm.numel() ? norm : torch::Tensor();
+              std::nullopt, skipped_counter(params[0].device()));
+  record_norm(norm);
   return loss;
 }
 

@@ -82,6 +82,32 @@ struct FusedSGDParamState : public torch::optim::OptimizerCloneableParamState<Fu
   void serialize(torch::serialize::OutputArchive& archive) const override;
 };
 
+/// What FusedAdam and FusedSGD share: the norm of the last step and the count of skipped
+/// steps, both device tensors (nothing is read back to the host).
+class FusedOptimizer : public torch::optim::Optimizer {
+ public:
+  /// The fp32 0-dim norm of the gradients at the last step (undefined before the first step,
+  /// or when neither clipping nor the guard needs it).
+  const torch::Tensor& last_grad_norm() const { return last_grad_norm_; }
+  /// Steps skipped for non-finite gradients: an int64 0-dim tensor on the params' device.
+  torch::Tensor skipped_steps() const;
+
+ protected:
+  using torch::optim::Optimizer::Optimizer;
+  /// The loss of `closure`, evaluated with grad mode on (undefined without a closure).
+  static torch::Tensor evaluate(const LossClosure& closure);
+  /// The skipped-steps counter, created on `device` at the first step.
+  torch::Tensor& skipped_counter(const c10::Device& device);
+  /// Records what the fused op returned (an empty tensor: no norm was computed).
+  void record_norm(const torch::Tensor& norm) {
+    last_grad_norm_ = norm.numel() ? norm : torch::Tensor();
+  }
+
+ private:
+  torch::Tensor last_grad_norm_;
+  torch::Tensor skipped_steps_;
+};
+
 /// Adam (AdamW with `decoupled_weight_decay(true)`) with global-norm clipping over all its
 /// parameters, fused into two multi-tensor passes: a norm pass, then one update pass that
 /// reads param, grad and state once and writes them once.
@@ -91,7 +117,7 @@ struct FusedSGDParamState : public torch::optim::OptimizerCloneableParamState<Fu
 /// inf or nan leaves every parameter and state bit-identical, does not advance `step`, and
 /// adds one to `skipped_steps()`, decided on the device. Works with every steadystep scheduler
 /// and LibTorch's own (beta1 cycling included).
-class FusedAdam : public torch::optim::Optimizer {
+class FusedAdam : public FusedOptimizer {
  public:
   explicit FusedAdam(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
                      FusedAdamOptions defaults = {});
@@ -101,21 +127,11 @@ class FusedAdam : public torch::optim::Optimizer {
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
-
-  /// The fp32 0-dim norm of the gradients at the last step (undefined before the first step,
-  /// or when neither clipping nor the guard needs it).
-  const torch::Tensor& last_grad_norm() const { return last_grad_norm_; }
-  /// Steps skipped for non-finite gradients: an int64 0-dim tensor on the params' device.
-  torch::Tensor skipped_steps() const;
-
- private:
-  torch::Tensor last_grad_norm_;
-  torch::Tensor skipped_steps_;
 };
 
 /// SGD (momentum, dampening, nesterov, weight decay, maximize) with global-norm clipping,
 /// fused as `FusedAdam` is, with the same promises against torch's SGD.
-class FusedSGD : public torch::optim::Optimizer {
+class FusedSGD : public FusedOptimizer {
  public:
   explicit FusedSGD(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
                     FusedSGDOptions defaults = {});
@@ -125,15 +141,6 @@ class FusedSGD : public torch::optim::Optimizer {
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
-
-  /// As `FusedAdam::last_grad_norm`.
-  const torch::Tensor& last_grad_norm() const { return last_grad_norm_; }
-  /// As `FusedAdam::skipped_steps`.
-  torch::Tensor skipped_steps() const;
-
- private:
-  torch::Tensor last_grad_norm_;
-  torch::Tensor skipped_steps_;
 };
 
 }  // namespace steadystep

@@ -27,6 +27,13 @@ class _FusedOptimizer(Optimizer):
     """What FusedAdam and FusedSGD share: the clipping settings, the AMP hand-over, the device
     counters and the lazily placed step counts."""
 
+    @staticmethod
+    def _check_fused_args(name: str, max_grad_norm: float | None, norm_type: float, differentiable: bool) -> None:
+        # Before Optimizer.__init__: a bad argument leaves nothing half-built.
+        _C.check_clip_settings(None if max_grad_norm is None else float(max_grad_norm), float(norm_type))
+        if differentiable:
+            raise ValueError(f"{name} does not support differentiable=True")
+
     def _init_fused(self, max_grad_norm: float | None, norm_type: float, skip_nonfinite: bool) -> None:
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.norm_type = float(norm_type)
@@ -113,9 +120,7 @@ class FusedAdam(_FusedOptimizer):
         skip_nonfinite: bool = True,
     ) -> None:
         _C.check_adam(float(lr), float(betas[0]), float(betas[1]), float(eps), float(weight_decay))
-        _C.check_clip_settings(None if max_grad_norm is None else float(max_grad_norm), float(norm_type))
-        if differentiable:
-            raise ValueError("FusedAdam does not support differentiable=True")
+        self._check_fused_args("FusedAdam", max_grad_norm, norm_type, differentiable)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
             foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
@@ -232,9 +237,7 @@ class FusedSGD(_FusedOptimizer):
         skip_nonfinite: bool = True,
     ) -> None:
         _C.check_sgd(float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov))
-        _C.check_clip_settings(None if max_grad_norm is None else float(max_grad_norm), float(norm_type))
-        if differentiable:
-            raise ValueError("FusedSGD does not support differentiable=True")
+        self._check_fused_args("FusedSGD", max_grad_norm, norm_type, differentiable)
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,

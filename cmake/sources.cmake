@@ -18,16 +18,16 @@ set(STEADYSTEP_SOURCES
   csrc/ops/get_total_norm.cpp
   csrc/ops/clip_grad.cpp
   csrc/ops/fused_optim.cpp
+  csrc/ops/optim_checks.cpp
   csrc/cpu/registration.cpp
   csrc/meta/clip_grad_meta.cpp
   # Layer 3: the C++ frontend
-  csrc/lr_scheduler.cpp
-  csrc/optimizer_momentum.cpp
-  csrc/optim_checks.cpp
-  csrc/schedulers/composite_lr.cpp
-  csrc/schedulers/cosine_annealing_warm_restarts.cpp
-  csrc/schedulers/cyclic_lr.cpp
-  csrc/schedulers/reduce_lr_on_plateau.cpp
+  csrc/lr_scheduler/lr_scheduler.cpp
+  csrc/lr_scheduler/optimizer_momentum.cpp
+  csrc/lr_scheduler/composite_lr.cpp
+  csrc/lr_scheduler/cosine_annealing_warm_restarts.cpp
+  csrc/lr_scheduler/cyclic_lr.cpp
+  csrc/lr_scheduler/reduce_lr_on_plateau.cpp
   csrc/optim/fused_optimizer.cpp
   csrc/optim/fused_adam.cpp
   csrc/optim/fused_sgd.cpp

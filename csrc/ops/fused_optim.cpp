@@ -6,7 +6,7 @@
 #include "ops/grouping.h"
 #include "ops/optim_params.h"
 #include "ops/total_norm.h"
-#include "optim_checks.h"
+#include "ops/optim_checks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>

@@ -1,6 +1,6 @@
 #include <steadystep/optim.h>
 
-#include "optim_checks.h"
+#include "ops/optim_checks.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/torch.h>

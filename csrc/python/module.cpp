@@ -17,7 +17,7 @@
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include "optim_checks.h"
+#include "ops/optim_checks.h"
 
 namespace py = pybind11;
 namespace sched = steadystep::schedules;

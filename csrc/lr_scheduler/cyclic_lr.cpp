@@ -1,6 +1,6 @@
 #include <steadystep/lr_scheduler.h>
 
-#include "optimizer_momentum.h"
+#include "lr_scheduler/optimizer_momentum.h"
 
 namespace steadystep {
 

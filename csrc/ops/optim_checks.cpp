@@ -1,4 +1,4 @@
-#include "optim_checks.h"
+#include "ops/optim_checks.h"
 
 #include "ops/norm_kind.h"
 

@@ -1,4 +1,4 @@
-#include "optimizer_momentum.h"
+#include "lr_scheduler/optimizer_momentum.h"
 
 #include <steadystep/optim.h>
 #include <torch/optim/adam.h>

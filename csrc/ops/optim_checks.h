@@ -1,13 +1,19 @@
 #pragma once
 
 // Argument checks of the fused optimizers, shared by the C++ and Python constructors and the
-// fused ops (a scheduler may set a bad lr later). Messages name the argument and the value.
+// fused ops (a scheduler may set a bad lr later). Messages are torch.optim's own, word for word,
+// with numbers printed as Python prints a float ("1.0", "0.001", "1e-08").
 
 #include "ops/optim_params.h"
 
 #include <optional>
+#include <string>
 
 namespace steadystep {
+
+/// `value` as Python's repr(float) writes it: the shortest text that reads back as `value`,
+/// with ".0" on integral values and an exponent outside [1e-4, 1e16) ("1e-08", "1e+16").
+std::string format_float(double value);
 
 void check_adam_hyper(const AdamHyper& hyper);
 void check_sgd_hyper(const SGDHyper& hyper);

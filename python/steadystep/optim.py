@@ -4,44 +4,179 @@ step, with a guard that lets no non-finite gradient touch the weights.
 ``FusedAdam``, ``FusedAdamW`` and ``FusedSGD`` are :class:`torch.optim.Optimizer` subclasses with
 torch's constructor arguments (and ``state_dict`` layout: checkpoints load into torch's
 optimizers and back), plus keyword-only ``max_grad_norm=None, norm_type=2.0,
-skip_nonfinite=True``. A step is one C++ op, ``torch.ops.steadystep.fused_adam_`` /
-``fused_sgd_``: a norm pass over all gradients of all groups, then one update pass per group.
-Nothing is read back to the host: the norm (``last_grad_norm``) and the count of skipped steps
-(``skipped_steps``) stay tensors on the device. ``torch.amp.GradScaler.step`` hands its scale and
-``found_inf`` to the step, which unscales inside the same passes.
+skip_nonfinite=True, write_back_grads=False``. A step is one C++ op,
+``torch.ops.steadystep.fused_adam_`` / ``fused_sgd_``: a norm pass over all gradients of all
+groups, then one update pass per group. Nothing is read back to the host: the norm
+(``last_grad_norm``) and the count of skipped steps (``skipped_steps``) stay tensors on the
+device. ``torch.amp.GradScaler.step`` hands its scale and ``found_inf`` to the step, which
+unscales inside the same passes.
+
+Layouts the kernels cannot walk as one flat array (a non-contiguous param, a gradient or state
+whose strides differ from its param's) go through contiguous staging copies that are written
+back after the op; complex params step through ``torch.view_as_real``, as torch's do. Sparse
+gradients (SGD) are densified. ``differentiable=True`` runs torch's own differentiable update on
+the clipped gradients instead of the fused kernels.
 """
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.adam import adam as _torch_adam
+from torch.optim.optimizer import _device_dtype_check_for_fused
+from torch.optim.sgd import sgd as _torch_sgd
 
 from . import _C
 
 __all__ = ["FusedAdam", "FusedAdamW", "FusedSGD"]
 
+# Attributes beyond torch's (defaults, state, param_groups) that a pickled or deep-copied
+# optimizer keeps.
+_FUSED_ATTRS = (
+    "max_grad_norm", "norm_type", "skip_nonfinite", "write_back_grads", "last_grad_norm", "_skipped_steps",
+    "_step_supports_amp_scaling",
+)
+_STATE_DICT_SKIPPED = "skipped_steps"  # top-level state_dict key; torch's load_state_dict ignores it
+
+
+def _as_real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def _dense(t: Tensor) -> bool:
+    # Non-overlapping and dense (a permutation of contiguous): what the kernels walk flat.
+    if t.is_contiguous() or t.numel() == 0:
+        return True
+    expected = 1
+    for stride, size in sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _same_layout(t: Tensor, ref: Tensor) -> bool:
+    # The kernels' own test: strides must agree where the size is > 1 (a size-1 dimension's
+    # stride never moves through memory).
+    return all(n <= 1 or a == b for n, a, b in zip(ref.shape, t.stride(), ref.stride()))
+
+
+def _kernel_layout(t: Tensor, ref: Tensor, copies: list | None) -> Tensor:
+    """`t`, or a staging copy laid out as `ref` (registered in `copies` for write-back) when
+    only its strides keep the kernels from walking it beside `ref`. Any other mismatch
+    (dtype, device, shape, sparse) goes to the kernel as is, whose check names it."""
+    if (t.layout != torch.strided or t.dtype != ref.dtype or t.device != ref.device or t.shape != ref.shape
+            or _same_layout(t, ref)):
+        return t
+    staged = torch.empty_like(ref, memory_format=torch.preserve_format)
+    staged.copy_(t)
+    if copies is not None:
+        copies.append((t, staged))
+    return staged
+
+
+def _kernel_param(p: Tensor, copies: list) -> Tensor:
+    p = _as_real(p)
+    if p.layout == torch.strided and not _dense(p):
+        staged = p.contiguous()
+        copies.append((p, staged))
+        return staged
+    return p
+
+
+def _state_tensor(opt_name: str, state: dict, key: str) -> Tensor:
+    value = state[key]  # KeyError for a state that lacks it, as torch's step raises
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{opt_name}: state['{key}'] of a param must be a Tensor, got {type(value).__name__}")
+    return value
+
+
+def _probe_number(name: str, value: Any) -> None:
+    if not isinstance(value, (numbers.Real, Tensor)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+
 
 class _FusedOptimizer(Optimizer):
     """What FusedAdam and FusedSGD share: the clipping settings, the AMP hand-over, the device
-    counters and the lazily placed step counts."""
+    counters, pickling, state_dict extras and the lazily placed step counts."""
+
+    _GROUP_DEFAULTS: dict[str, Any] = {}
 
     @staticmethod
-    def _check_fused_args(name: str, max_grad_norm: float | None, norm_type: float, differentiable: bool) -> None:
+    def _check_fused_args(max_grad_norm: float | None, norm_type: float, skip_nonfinite: bool,
+                          write_back_grads: bool) -> None:
         # Before Optimizer.__init__: a bad argument leaves nothing half-built.
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"skip_nonfinite must be a bool, got {type(skip_nonfinite).__name__}")
+        if not isinstance(write_back_grads, bool):
+            raise TypeError(f"write_back_grads must be a bool, got {type(write_back_grads).__name__}")
         _C.check_clip_settings(None if max_grad_norm is None else float(max_grad_norm), float(norm_type))
-        if differentiable:
-            raise ValueError(f"{name} does not support differentiable=True")
 
-    def _init_fused(self, max_grad_norm: float | None, norm_type: float, skip_nonfinite: bool) -> None:
+    @staticmethod
+    def _check_impl_flags(foreach: bool | None, differentiable: bool, fused: bool | None) -> None:
+        # torch's own refusals (after Optimizer.__init__, as torch raises them).
+        if fused:
+            if differentiable:
+                raise RuntimeError("`fused` does not support `differentiable`")
+            if foreach:
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+    def _init_fused(self, max_grad_norm: float | None, norm_type: float, skip_nonfinite: bool,
+                    write_back_grads: bool) -> None:
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.norm_type = float(norm_type)
-        self.skip_nonfinite = bool(skip_nonfinite)
+        self.skip_nonfinite = skip_nonfinite
+        self.write_back_grads = write_back_grads
         self.last_grad_norm: Tensor | None = None
         self._skipped_steps: Tensor | None = None
         # GradScaler.step() sets self.grad_scale / self.found_inf and lets the step unscale.
         self._step_supports_amp_scaling = True
+
+    # ---- pickling, deepcopy, state_dict ----------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        for name in _FUSED_ATTRS:
+            if name in self.__dict__:
+                state[name] = self.__dict__[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Also the last act of load_state_dict (with only state and param_groups): groups from an
+        # older torch lack the newer flags; fill them as torch's own __setstate__ does.
+        super().__setstate__(state)
+        for name, value in (("max_grad_norm", None), ("norm_type", 2.0), ("skip_nonfinite", True),
+                            ("write_back_grads", False), ("last_grad_norm", None), ("_skipped_steps", None),
+                            ("_step_supports_amp_scaling", True)):
+            self.__dict__.setdefault(name, value)
+        for group in self.param_groups:
+            for key, value in self._GROUP_DEFAULTS.items():
+                group.setdefault(key, value)
+            self._fix_group(group)
+
+    def _fix_group(self, group: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state_dict plus ``"skipped_steps"`` (the skip counter, a tensor), a top-level
+        key that torch's optimizers ignore when they load it."""
+        state_dict = super().state_dict()
+        state_dict[_STATE_DICT_SKIPPED] = self.skipped_steps
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's load_state_dict; also restores ``skipped_steps`` when the dict has it (a dict
+        from torch's optimizers, without it, leaves the counter as it is)."""
+        skipped = state_dict.get(_STATE_DICT_SKIPPED)
+        super().load_state_dict(state_dict)
+        if skipped is not None:
+            device = self._skipped_steps.device if self._skipped_steps is not None else None
+            self._skipped_steps = torch.as_tensor(skipped).to(device=device, dtype=torch.int64).clone()
+
+    # ---- step helpers ---------------------------------------------------------------------
 
     @property
     def skipped_steps(self) -> Tensor:
@@ -63,7 +198,12 @@ class _FusedOptimizer(Optimizer):
     def _controls(self, device: torch.device) -> tuple[Tensor | None, Tensor | None, Tensor]:
         if self._skipped_steps is None:
             self._skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
+        elif self._skipped_steps.device != device:
+            self._skipped_steps = self._skipped_steps.to(device)
         return getattr(self, "grad_scale", None), getattr(self, "found_inf", None), self._skipped_steps
+
+    def _differentiable(self) -> bool:
+        return bool(self.defaults.get("differentiable")) or any(g.get("differentiable") for g in self.param_groups)
 
     @staticmethod
     def _evaluate(closure: Callable[[], float] | None) -> float | None:
@@ -72,8 +212,59 @@ class _FusedOptimizer(Optimizer):
         with torch.enable_grad():
             return closure()
 
-    def _finish(self, norm: Tensor) -> None:
+    def _check_fused_devices(self) -> None:
+        for group in self.param_groups:
+            if group.get("fused"):
+                for p in group["params"]:
+                    if p.grad is not None:
+                        _device_dtype_check_for_fused(p)
+
+    def _finish(self, norm: Tensor, grads: list[Tensor], copies: list) -> None:
+        for dst, src in copies:
+            dst.copy_(src)
         self.last_grad_norm = norm if norm.numel() else None
+        if self.write_back_grads:
+            self._write_back(grads, self.last_grad_norm)
+
+    @torch.no_grad()
+    def _write_back(self, grads: list[Tensor], norm: Tensor | None) -> None:
+        """Leave `.grad` as GradScaler.unscale_ + clip_grad_norm_ leave it: unscaled, then
+        multiplied by the clip coefficient (two roundings, as torch's two in-place passes)."""
+        grad_scale = getattr(self, "grad_scale", None)
+        factors = []
+        if grad_scale is not None:
+            factors.append(grad_scale.double().reciprocal().float())
+        if self.max_grad_norm is not None and norm is not None:
+            factors.append(torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0))
+        for factor in factors:
+            for g in grads:
+                g.mul_(factor.to(g.device))
+
+    def _clipped_grads(self, grads: list[Tensor]) -> tuple[list[Tensor], bool]:
+        """The differentiable path's clip and guard: grads unscaled and multiplied by a clip
+        coefficient computed without autograd (as clip_grad_norm_ does); True when the step is
+        to be skipped. Reads the verdict on the host (this path is not sync-free)."""
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        if grad_scale is not None:
+            inv = grad_scale.double().reciprocal().float()
+            grads = [g * inv.to(g.device) for g in grads]
+        skip = found_inf is not None and bool(found_inf.ne(0).any())
+        if self.max_grad_norm is not None or self.skip_nonfinite:
+            with torch.no_grad():
+                norms = [torch.linalg.vector_norm(g.detach(), self.norm_type) for g in grads]
+                device = grads[0].device
+                norm = torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]), self.norm_type)
+            self.last_grad_norm = norm.float()
+            if self.skip_nonfinite and not bool(torch.isfinite(norm)):
+                skip = True
+            if self.max_grad_norm is not None:
+                coef = torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)
+                grads = [g * coef.to(g.device) for g in grads]
+        if skip:
+            skipped = self._controls(grads[0].device)[2]
+            skipped.add_(1)
+        return grads, skip
 
 
 class FusedAdam(_FusedOptimizer):
@@ -86,25 +277,42 @@ class FusedAdam(_FusedOptimizer):
     or nan leaves every param and state tensor bit-identical, does not advance ``step``, and
     adds one to :attr:`skipped_steps` — decided on the device.
 
+    Gradients: by default the step reads ``.grad`` and never writes it, so after
+    ``scaler.step(opt)`` (GradScaler) the gradients are still scaled, and with ``max_grad_norm``
+    they are unclipped, where torch's recipe (``scaler.unscale_(opt)``,
+    ``clip_grad_norm_``, ``scaler.step(opt)``) leaves them unscaled and clipped. Code that reads
+    ``.grad`` after the step either passes ``write_back_grads=True`` or calls
+    ``scaler.unscale_(opt)`` before ``scaler.step(opt)`` (then torch unscales them in place and
+    the step only skips on its ``found_inf``).
+
     Args:
         params: iterable of parameters or dicts defining parameter groups.
         lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay: as
             :class:`torch.optim.Adam`.
-        foreach, capturable, fused: accepted for compatibility (the step is always fused).
-        differentiable: must be False.
+        foreach, capturable, fused: accepted for compatibility (the step is always fused);
+            the combinations torch refuses are refused.
+        differentiable: as torch: the update (clipping included) is recorded by autograd; this
+            runs torch's own differentiable Adam on the clipped gradients, not the fused kernels,
+            and reads the guard's verdict on the host.
         max_grad_norm (float, optional): clip the norm of all gradients (all groups together)
             to this value; None (default) does not clip.
         norm_type (float): order of the norm (> 0 or inf). Default: 2.
         skip_nonfinite (bool): skip steps with a non-finite gradient norm. Default: True.
             The guard reads the norm, so it runs the norm pass (4 bytes per fp32 parameter)
             even without ``max_grad_norm``; turn both off for a bare fused Adam step.
+        write_back_grads (bool): after each step, leave ``.grad`` unscaled (GradScaler) and
+            clipped, as torch's recipe leaves it; costs one or two more passes over the
+            gradients. Default: False (``.grad`` is left as the backward pass wrote it).
     """
+
+    _GROUP_DEFAULTS = dict(amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
+                           decoupled_weight_decay=False, fused=None)
 
     def __init__(
         self,
         params: Any,
         lr: float | Tensor = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
@@ -118,50 +326,98 @@ class FusedAdam(_FusedOptimizer):
         max_grad_norm: float | None = None,
         norm_type: float = 2.0,
         skip_nonfinite: bool = True,
+        write_back_grads: bool = False,
     ) -> None:
+        # torch.optim.Adam's checks, in its order and with its exception types.
+        if isinstance(lr, Tensor):
+            if foreach and not capturable:
+                raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+            if lr.numel() != 1:
+                raise ValueError("Tensor lr must be 1-element")
+        for value in (lr, eps, betas[0], betas[1], weight_decay):
+            0.0 <= value  # noqa: B015 - torch's comparison: its TypeError for a non-number
         _C.check_adam(float(lr), float(betas[0]), float(betas[1]), float(eps), float(weight_decay))
-        self._check_fused_args("FusedAdam", max_grad_norm, norm_type, differentiable)
+        if not (all(isinstance(b, float) for b in betas[:2]) or all(isinstance(b, Tensor) for b in betas[:2])):
+            raise ValueError("betas must be either both floats or both Tensors")
+        for i in (0, 1):
+            if isinstance(betas[i], Tensor):
+                if not capturable and foreach:
+                    raise ValueError(
+                        f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
+                if betas[i].numel() != 1:
+                    raise ValueError(f"Tensor betas[{i}] must be 1-element")
+        self._check_fused_args(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
             foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )
         super().__init__(params, defaults)
-        self._init_fused(max_grad_norm, norm_type, skip_nonfinite)
+        self._check_impl_flags(foreach, differentiable, fused)
+        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
 
     # NOTE [torch.compile]: the step is one fused op already; inside a compiled function it runs
     # eagerly (a graph break), so dynamo need not trace the optimizer's Python bookkeeping.
     @torch.compiler.disable
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One fused step (clip, guard, update) over all param groups."""
         loss = self._evaluate(closure)
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes = [], [], [], [], [], [], []
-        for group in self.param_groups:
-            count = 0
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["amsgrad"] and "max_exp_avg_sq" not in state:
-                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
+        if self._differentiable():
+            with torch.set_grad_enabled(True):
+                self._differentiable_step()
+        else:
+            with torch.no_grad():
+                self._fused_step()
+        return loss
+
+    def _gather(self, group: dict[str, Any]) -> list[tuple[Tensor, dict]]:
+        name = type(self).__name__
+        out = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.layout != torch.strided:
+                raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 if group["amsgrad"]:
-                    max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            _state_tensor(name, state, "exp_avg")
+            _state_tensor(name, state, "exp_avg_sq")
+            if group["amsgrad"]:
+                _state_tensor(name, state, "max_exp_avg_sq")
+            out.append((p, state))
+        return out
+
+    def _fused_step(self) -> None:
+        self._check_fused_devices()
+        gathered = [self._gather(group) for group in self.param_groups]
+        hyper = [(*group["betas"],) for group in self.param_groups]
+        for betas in hyper:
+            beta1, beta2 = betas  # noqa: F841 - torch's unpacking: its ValueError for != 2 betas
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes = [], [], [], [], [], [], []
+        user_grads, copies = [], []
+        any_amsgrad = any(g["amsgrad"] for g in self.param_groups)
+        for group, members in zip(self.param_groups, gathered):
+            for p, state in members:
+                pk = _kernel_param(p, copies)
+                params.append(pk)
+                user_grads.append(_as_real(p.grad))
+                grads.append(_kernel_layout(_as_real(p.grad), pk, None))
+                exp_avgs.append(_kernel_layout(_as_real(state["exp_avg"]), pk, copies))
+                exp_avg_sqs.append(_kernel_layout(_as_real(state["exp_avg_sq"]), pk, copies))
+                if any_amsgrad:
+                    # Groups without amsgrad hold a placeholder; their kernels never read it.
+                    key = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
+                    max_exp_avg_sqs.append(
+                        exp_avg_sqs[-1] if key == "exp_avg_sq" else _kernel_layout(_as_real(state[key]), pk, copies))
                 steps.append(self._step_state(p, state))
-                count += 1
-            sizes.append(count)
+            sizes.append(len(members))
         if not params:
-            return loss
-        if any(g["amsgrad"] for g in self.param_groups) and len(max_exp_avg_sqs) != len(params):
-            # Groups without amsgrad hold a placeholder; their kernels never read it.
-            max_exp_avg_sqs = [self.state[p].get("max_exp_avg_sq", s) for p, s in zip(params, exp_avg_sqs)]
+            return
         grad_scale, found_inf, skipped = self._controls(params[0].device)
         groups = self.param_groups
         norm = torch.ops.steadystep.fused_adam_(
@@ -172,19 +428,47 @@ class FusedAdam(_FusedOptimizer):
             [bool(g["maximize"]) for g in groups], [bool(g["decoupled_weight_decay"]) for g in groups],
             self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped,
         )
-        self._finish(norm)
-        return loss
+        self._finish(norm, user_grads, copies)
+
+    def _differentiable_step(self) -> None:
+        gathered = [self._gather(group) for group in self.param_groups]
+        all_grads = [p.grad for members in gathered for p, _ in members]
+        if not all_grads:
+            return
+        clipped, skip = self._clipped_grads(all_grads)
+        if skip:
+            return
+        index = 0
+        for group, members in zip(self.param_groups, gathered):
+            n = len(members)
+            if n == 0:
+                continue
+            beta1, beta2 = group["betas"]
+            params = [p for p, _ in members]
+            states = [s for _, s in members]
+            steps = [self._step_state(p, s) for p, s in members]
+            _torch_adam(
+                params, clipped[index:index + n], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [], steps,
+                foreach=False, capturable=False, differentiable=True, fused=None,
+                has_complex=any(p.is_complex() for p in params),
+                decoupled_weight_decay=group["decoupled_weight_decay"], amsgrad=group["amsgrad"], beta1=beta1,
+                beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+                maximize=group["maximize"],
+            )
+            index += n
 
 
 class FusedAdamW(FusedAdam):
     r""":class:`FusedAdam` with decoupled weight decay and AdamW's defaults, the fused
-    counterpart of :class:`torch.optim.AdamW` (``weight_decay=1e-2``)."""
+    counterpart of :class:`torch.optim.AdamW` (``weight_decay=1e-2``). As torch's AdamW, every
+    group (a loaded Adam checkpoint's too) has ``decoupled_weight_decay=True``."""
 
     def __init__(
         self,
         params: Any,
         lr: float | Tensor = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
@@ -197,27 +481,37 @@ class FusedAdamW(FusedAdam):
         max_grad_norm: float | None = None,
         norm_type: float = 2.0,
         skip_nonfinite: bool = True,
+        write_back_grads: bool = False,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
             max_grad_norm=max_grad_norm, norm_type=norm_type, skip_nonfinite=skip_nonfinite,
+            write_back_grads=write_back_grads,
         )
+
+    def _fix_group(self, group: dict[str, Any]) -> None:
+        group["decoupled_weight_decay"] = True
 
 
 class FusedSGD(_FusedOptimizer):
     r"""SGD (momentum, dampening, nesterov, weight decay, maximize) with global-norm clipping,
     fused; equals ``clip_grad_norm_`` followed by :class:`torch.optim.SGD` to fp32 rounding.
 
-    Besides torch's ``momentum_buffer`` each param's state holds a device ``step`` count (the
-    first successful step initialises the buffer from the gradient, as torch does).
+    Besides torch's ``momentum_buffer`` each param's state holds a device ``step`` count. As in
+    torch, a momentum buffer is initialised from the gradient whenever it is absent (first step,
+    momentum switched on mid-run, a momentum-free checkpoint loaded). Sparse gradients are
+    densified (a dense copy of each) and take the fused step; the momentum buffer is dense.
 
     Args:
         params: iterable of parameters or dicts defining parameter groups.
         lr, momentum, dampening, weight_decay, nesterov, maximize: as :class:`torch.optim.SGD`.
-        foreach, fused: accepted for compatibility. differentiable: must be False.
-        max_grad_norm, norm_type, skip_nonfinite: as :class:`FusedAdam`.
+        foreach, fused: accepted for compatibility (the combinations torch refuses are refused).
+        differentiable: as :class:`FusedAdam` (torch's own SGD update on clipped gradients).
+        max_grad_norm, norm_type, skip_nonfinite, write_back_grads: as :class:`FusedAdam`.
     """
+
+    _GROUP_DEFAULTS = dict(nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False)
 
     def __init__(
         self,
@@ -235,48 +529,83 @@ class FusedSGD(_FusedOptimizer):
         max_grad_norm: float | None = None,
         norm_type: float = 2.0,
         skip_nonfinite: bool = True,
+        write_back_grads: bool = False,
     ) -> None:
+        # torch.optim.SGD's checks, in its order and with its exception types.
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        for value in (lr, momentum, weight_decay):
+            value < 0.0  # noqa: B015 - torch's comparison: its TypeError for a non-number
+        _probe_number("dampening", dampening)
         _C.check_sgd(float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov))
-        self._check_fused_args("FusedSGD", max_grad_norm, norm_type, differentiable)
+        self._check_fused_args(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,
         )
         super().__init__(params, defaults)
-        self._init_fused(max_grad_norm, norm_type, skip_nonfinite)
+        self._check_impl_flags(foreach, differentiable, fused)
+        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
 
-    def _sgd_step_state(self, p: Tensor, state: dict) -> Tensor:
+    def _sgd_step_state(self, p: Tensor, state: dict, momentum: float) -> Tensor:
         if "step" not in state:
             # A buffer from torch's SGD means its first step has been taken.
             buffer = state.get("momentum_buffer")
             state["step"] = torch.full((), 0.0 if buffer is None else 1.0, dtype=torch.float32, device=p.device)
+        if momentum != 0 and state.get("momentum_buffer") is None:
+            # The kernels initialise the buffer from the gradient on a param's first step, so
+            # an absent buffer (momentum switched on, a momentum-free checkpoint) restarts the
+            # count: torch sets buf = grad whenever the buffer is missing.
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         return self._step_state(p, state)
 
     # NOTE [torch.compile]: the step is one fused op already; inside a compiled function it runs
     # eagerly (a graph break), so dynamo need not trace the optimizer's Python bookkeeping.
     @torch.compiler.disable
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One fused step (clip, guard, update) over all param groups."""
         loss = self._evaluate(closure)
-        params, grads, buffers, steps, sizes = [], [], [], [], []
+        if self._differentiable():
+            with torch.set_grad_enabled(True):
+                self._differentiable_step()
+        else:
+            with torch.no_grad():
+                self._fused_step()
+        return loss
+
+    def _fused_step(self) -> None:
+        self._check_fused_devices()
+        params, grads, buffers, steps, sizes, user_grads, copies = [], [], [], [], [], [], []
+        name = type(self).__name__
         for group in self.param_groups:
             count = 0
+            momentum = group["momentum"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                step = self._sgd_step_state(p, state)
-                if group["momentum"] != 0 and state.get("momentum_buffer") is None:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p)
-                grads.append(p.grad)
-                buffers.append(state.get("momentum_buffer", p.grad))  # placeholder when momentum == 0
+                if momentum != 0 and state.get("momentum_buffer") is not None:
+                    _state_tensor(name, state, "momentum_buffer")
+                step = self._sgd_step_state(p, state, momentum)
+                pk = _kernel_param(p, copies)
+                grad = p.grad
+                if grad.layout != torch.strided:
+                    grad = grad.to_dense()  # torch's SGD takes sparse gradients; the kernels dense ones
+                else:
+                    user_grads.append(_as_real(grad))
+                gk = _kernel_layout(_as_real(grad), pk, None)
+                params.append(pk)
+                grads.append(gk)
+                if momentum != 0:
+                    buffers.append(_kernel_layout(_as_real(state["momentum_buffer"]), pk, copies))
+                else:
+                    buffers.append(gk)  # placeholder: the kernels never read it without momentum
                 steps.append(step)
                 count += 1
             sizes.append(count)
         if not params:
-            return loss
+            return
         grad_scale, found_inf, skipped = self._controls(params[0].device)
         groups = self.param_groups
         norm = torch.ops.steadystep.fused_sgd_(
@@ -286,5 +615,32 @@ class FusedSGD(_FusedOptimizer):
             [bool(g["nesterov"]) for g in groups], [bool(g["maximize"]) for g in groups],
             self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped,
         )
-        self._finish(norm)
-        return loss
+        self._finish(norm, user_grads, copies)
+
+    def _differentiable_step(self) -> None:
+        members = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
+        all_grads = [p.grad for ps in members for p in ps]
+        if not all_grads:
+            return
+        clipped, skip = self._clipped_grads(all_grads)
+        if skip:
+            return
+        index = 0
+        for group, params in zip(self.param_groups, members):
+            n = len(params)
+            if n == 0:
+                continue
+            momentum = group["momentum"]
+            buffers = [self.state[p].get("momentum_buffer") if momentum != 0 else None for p in params]
+            _torch_sgd(
+                params, clipped[index:index + n], buffers, has_sparse_grad=False, foreach=False, fused=None,
+                weight_decay=group["weight_decay"], momentum=momentum, lr=group["lr"],
+                dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
+            )
+            for p, buf in zip(params, buffers):
+                state = self.state[p]
+                if momentum != 0:
+                    state["momentum_buffer"] = buf
+                with torch.no_grad():
+                    self._step_state(p, state).add_(1)
+            index += n

@@ -1,6 +1,8 @@
 #include <steadystep/optim.h>
 
 #include "ops/optim_checks.h"
+#include "optim/archive.h"
+#include "optim/clip_settings.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/torch.h>
@@ -21,30 +23,63 @@ void FusedAdamOptions::serialize(torch::serialize::OutputArchive& archive) const
 }
 
 void FusedAdamOptions::serialize(torch::serialize::InputArchive& archive) {
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, lr);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(betas_t, betas);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, eps);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, weight_decay);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(bool, amsgrad);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(bool, maximize);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(bool, decoupled_weight_decay);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG_OPTIONAL(double, max_grad_norm);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, norm_type);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(bool, skip_nonfinite);
+  // LibTorch's AdamOptions and AdamWOptions write the first five; a field it lacks keeps this
+  // object's value (FusedAdam::load reads into a copy of the group's own options, so
+  // decoupled_weight_decay(true) loads a torch::optim::AdamW archive as AdamW).
+  archive::FieldReader r(archive, "FusedAdamOptions");
+  const double read_lr = r.number(r.get("lr"), "lr");
+  const c10::IValue b = r.get("betas");
+  TORCH_CHECK(b.isTuple() && b.toTupleRef().elements().size() == 2,
+              "FusedAdamOptions: 'betas' in the archive is ", b.tagKind(),
+              ", expected a tuple of two numbers");
+  const betas_t read_betas{r.number(b.toTupleRef().elements()[0], "betas"),
+                           r.number(b.toTupleRef().elements()[1], "betas")};
+  const double read_eps = r.number(r.get("eps"), "eps");
+  const double read_weight_decay = r.number(r.get("weight_decay"), "weight_decay");
+  const bool read_amsgrad = r.flag(r.get("amsgrad"), "amsgrad");
+  FusedAdamOptions read = *this;
+  read.lr(read_lr).betas(read_betas).eps(read_eps).weight_decay(read_weight_decay);
+  read.amsgrad(read_amsgrad);
+  if (auto v = r.find("maximize")) {
+    read.maximize(r.flag(*v, "maximize"));
+  }
+  if (auto v = r.find("decoupled_weight_decay")) {
+    read.decoupled_weight_decay(r.flag(*v, "decoupled_weight_decay"));
+  }
+  if (auto v = r.find("max_grad_norm")) {
+    read.max_grad_norm(v->isNone() ? std::nullopt
+                                   : std::optional<double>(r.number(*v, "max_grad_norm")));
+  }
+  if (auto v = r.find("norm_type")) {
+    read.norm_type(r.number(*v, "norm_type"));
+  }
+  if (auto v = r.find("skip_nonfinite")) {
+    read.skip_nonfinite(r.flag(*v, "skip_nonfinite"));
+  }
+  *this = read;
 }
 
 void FusedAdamParamState::serialize(torch::serialize::OutputArchive& archive) const {
-  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(step);
+  // The step as LibTorch's AdamParamState writes it, so that torch::optim::Adam/AdamW load it.
+  archive.write("step", archive::step_value(step()));
   _TORCH_OPTIM_SERIALIZE_TORCH_ARG(exp_avg);
   _TORCH_OPTIM_SERIALIZE_TORCH_ARG(exp_avg_sq);
   _TORCH_OPTIM_SERIALIZE_TORCH_ARG(max_exp_avg_sq);
 }
 
 void FusedAdamParamState::serialize(torch::serialize::InputArchive& archive) {
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(torch::Tensor, step);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(torch::Tensor, exp_avg);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(torch::Tensor, exp_avg_sq);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(torch::Tensor, max_exp_avg_sq);
+  archive::FieldReader r(archive, "FusedAdamParamState");
+  const torch::Tensor read_step = r.step(r.get("step"));
+  const torch::Tensor read_exp_avg = r.tensor(r.get("exp_avg"), "exp_avg");
+  const torch::Tensor read_exp_avg_sq = r.tensor(r.get("exp_avg_sq"), "exp_avg_sq");
+  torch::Tensor read_max;
+  if (auto v = r.find("max_exp_avg_sq")) {
+    read_max = r.tensor(*v, "max_exp_avg_sq");
+  }
+  step(read_step);
+  exp_avg(read_exp_avg);
+  exp_avg_sq(read_exp_avg_sq);
+  max_exp_avg_sq(read_max);
 }
 
 FusedAdam::FusedAdam(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
@@ -54,10 +89,22 @@ FusedAdam::FusedAdam(const std::vector<torch::optim::OptimizerParamGroup>& param
                     defaults.eps(), defaults.weight_decay(), defaults.amsgrad(),
                     defaults.maximize(), defaults.decoupled_weight_decay()});
   check_clip_settings(defaults.max_grad_norm(), defaults.norm_type());
+  check_groups_clip();
+}
+
+void FusedAdam::check_groups_clip() const {
+  const auto wide = clip_settings(static_cast<const FusedAdamOptions&>(defaults()));
+  for (size_t g = 0; g < param_groups().size(); ++g) {
+    check_group_clip(
+        "FusedAdam", g,
+        clip_settings(static_cast<const FusedAdamOptions&>(param_groups()[g].options())), wide);
+  }
 }
 
 torch::Tensor FusedAdam::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
+  // Groups added (add_param_group is not virtual) or changed since construction.
+  check_groups_clip();
   const torch::Tensor loss = evaluate(closure);
   const auto& wide = static_cast<const FusedAdamOptions&>(defaults());
   std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;
@@ -129,11 +176,25 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
 }
 
 void FusedAdam::save(torch::serialize::OutputArchive& archive) const {
-  torch::optim::serialize<FusedAdamParamState, FusedAdamOptions>(archive, *this);
+  archive::write(archive, *this, [](const torch::optim::OptimizerParamState&) { return true; });
 }
 
 void FusedAdam::load(torch::serialize::InputArchive& archive) {
-  torch::optim::serialize<FusedAdamParamState, FusedAdamOptions>(archive, *this);
+  archive::load<FusedAdamOptions, FusedAdamParamState>(
+      archive, *this, "FusedAdam",
+      [](const FusedAdamOptions& o) {
+        check_adam_hyper({o.lr(), std::get<0>(o.betas()), std::get<1>(o.betas()), o.eps(),
+                          o.weight_decay(), o.amsgrad(), o.maximize(), o.decoupled_weight_decay()});
+        check_clip_settings(o.max_grad_norm(), o.norm_type());
+      },
+      [](FusedAdamParamState& s, const torch::Tensor& p) {
+        s.step(s.step().to(p.device()));
+        s.exp_avg(archive::like_param(s.exp_avg(), p, "exp_avg"));
+        s.exp_avg_sq(archive::like_param(s.exp_avg_sq(), p, "exp_avg_sq"));
+        if (s.max_exp_avg_sq().defined()) {
+          s.max_exp_avg_sq(archive::like_param(s.max_exp_avg_sq(), p, "max_exp_avg_sq"));
+        }
+      });
 }
 
 }  // namespace steadystep

@@ -1,6 +1,11 @@
 #include <steadystep/optim.h>
 
+#include "optim/archive.h"
+#include "optim/clip_settings.h"
+
 #include <torch/torch.h>
+
+#include <sstream>
 
 namespace steadystep {
 
@@ -22,5 +27,201 @@ torch::Tensor& FusedOptimizer::skipped_counter(const c10::Device& device) {
   }
   return skipped_steps_;
 }
+
+namespace {
+
+std::string show(const std::optional<double>& max_grad_norm) {
+  std::ostringstream out;
+  if (max_grad_norm) {
+    out << *max_grad_norm;
+  } else {
+    out << "unset (no clipping)";
+  }
+  return out.str();
+}
+
+}  // namespace
+
+void check_group_clip(const std::string& who, size_t group, const ClipSettings& in_group,
+                      const ClipSettings& optimizer_wide) {
+  std::ostringstream differs;
+  if (in_group.max_grad_norm != optimizer_wide.max_grad_norm) {
+    differs << "max_grad_norm " << show(in_group.max_grad_norm) << " where the optimizer's is "
+            << show(optimizer_wide.max_grad_norm);
+  } else if (in_group.norm_type != optimizer_wide.norm_type) {
+    differs << "norm_type " << in_group.norm_type << " where the optimizer's is "
+            << optimizer_wide.norm_type;
+  } else if (in_group.skip_nonfinite != optimizer_wide.skip_nonfinite) {
+    differs << "skip_nonfinite " << std::boolalpha << in_group.skip_nonfinite
+            << " where the optimizer's is " << optimizer_wide.skip_nonfinite;
+  } else {
+    return;
+  }
+  TORCH_CHECK_VALUE(false, who, ": param group ", group, " sets ", differs.str(),
+                    ". max_grad_norm, norm_type and skip_nonfinite clip and guard all param "
+                    "groups together: set them in the options the optimizer is constructed with, "
+                    "and give every group the same values (per-group clipping is not supported)");
+}
+
+namespace archive {
+
+std::string field_list(torch::serialize::InputArchive& archive) {
+  std::string out;
+  for (const auto& key : archive.keys()) {
+    if (key == "training") {  // every scripted module's own attribute, not a field
+      continue;
+    }
+    out += (out.empty() ? "" : ", ") + key;
+  }
+  return out.empty() ? "none" : out;
+}
+
+std::optional<c10::IValue> FieldReader::find(const std::string& key) {
+  c10::IValue value;
+  if (archive_.try_read(key, value)) {
+    return value;
+  }
+  return std::nullopt;
+}
+
+c10::IValue FieldReader::get(const std::string& key) {
+  auto value = find(key);
+  TORCH_CHECK(value.has_value(), where_, ": the archive has no '", key,
+              "' (its fields: ", field_list(archive_), "); is it an archive of another optimizer?");
+  return *value;
+}
+
+double FieldReader::number(const c10::IValue& value, const std::string& key) const {
+  if (value.isDouble()) {
+    return value.toDouble();
+  }
+  TORCH_CHECK(value.isInt(), where_, ": '", key, "' in the archive is ", value.tagKind(),
+              ", expected a number");
+  return static_cast<double>(value.toInt());
+}
+
+bool FieldReader::flag(const c10::IValue& value, const std::string& key) const {
+  TORCH_CHECK(value.isBool(), where_, ": '", key, "' in the archive is ", value.tagKind(),
+              ", expected a bool");
+  return value.toBool();
+}
+
+torch::Tensor FieldReader::tensor(const c10::IValue& value, const std::string& key) const {
+  TORCH_CHECK(value.isTensor(), where_, ": '", key, "' in the archive is ", value.tagKind(),
+              ", expected a tensor");
+  return value.toTensor();
+}
+
+torch::Tensor FieldReader::step(const c10::IValue& value) const {
+  if (value.isInt() || value.isDouble()) {
+    // fp32 counts exactly to 2^24 steps, as torch's own fp32 step tensors do.
+    return torch::full({}, number(value, "step"), torch::kFloat);
+  }
+  TORCH_CHECK(
+      value.isTensor() && value.toTensor().numel() == 1, where_, ": 'step' in the archive is ",
+      value.isTensor() ? "a tensor of " + std::to_string(value.toTensor().numel()) + " elements"
+                       : std::string(value.tagKind()),
+      ", expected an int64 (LibTorch) or a one-element tensor");
+  return value.toTensor().detach().to(torch::kFloat).reshape({}).clone();
+}
+
+Matched read_matched(torch::serialize::InputArchive& archive,
+                     const torch::optim::Optimizer& optimizer, const std::string& who) {
+  const std::string where = who + "::load";
+  c10::IValue version;
+  TORCH_CHECK(archive.try_read("pytorch_version", version) && version.isString() &&
+                  version.toStringRef() == "1.5.0",
+              where,
+              ": not an optimizer archive in LibTorch's layout (no pytorch_version \"1.5.0\";",
+              " its fields: ", field_list(archive), ")");
+  torch::serialize::InputArchive states, groups;
+  TORCH_CHECK(archive.try_read("state", states) && archive.try_read("param_groups", groups), where,
+              ": the archive has no 'state' or 'param_groups' (its fields: ", field_list(archive),
+              ")");
+  torch::Tensor group_count;
+  TORCH_CHECK(groups.try_read("param_groups/size", group_count), where,
+              ": the archive's param_groups have no size");
+  const auto& own = optimizer.param_groups();
+  TORCH_CHECK(group_count.item<int64_t>() == static_cast<int64_t>(own.size()), where,
+              ": the archive has ", group_count.item<int64_t>(), " param groups, this optimizer ",
+              own.size());
+  Matched matched;
+  for (size_t g = 0; g < own.size(); ++g) {
+    torch::serialize::InputArchive group;
+    groups.read("param_groups/" + std::to_string(g), group);
+    torch::Tensor size;
+    group.read("params/size", size);
+    const auto& params = own[g].params();
+    TORCH_CHECK(size.item<int64_t>() == static_cast<int64_t>(params.size()), where,
+                ": param group ", g, " of the archive has ", size.item<int64_t>(),
+                " parameters, this optimizer's ", params.size());
+    std::vector<std::optional<torch::serialize::InputArchive>> group_states;
+    for (size_t j = 0; j < params.size(); ++j) {
+      c10::IValue key;
+      group.read("params/" + std::to_string(j), key);
+      TORCH_CHECK(key.isString(), where, ": param ", j, " of group ", g, " has no state key");
+      torch::serialize::InputArchive state;
+      if (states.try_read(key.toStringRef(), state)) {
+        group_states.emplace_back(std::move(state));
+      } else {
+        group_states.emplace_back(std::nullopt);
+      }
+    }
+    matched.states.push_back(std::move(group_states));
+    torch::serialize::InputArchive options;
+    group.read("options", options);
+    matched.group_options.push_back(std::move(options));
+  }
+  return matched;
+}
+
+void write(torch::serialize::OutputArchive& archive, const torch::optim::Optimizer& optimizer,
+           const std::function<bool(const torch::optim::OptimizerParamState&)>& keep) {
+  auto key_of = [](const torch::Tensor& p) {
+    return std::to_string(reinterpret_cast<size_t>(p.unsafeGetTensorImpl()));
+  };
+  archive.write("pytorch_version", c10::IValue("1.5.0"));
+  torch::serialize::OutputArchive states(archive.compilation_unit());
+  torch::serialize::OutputArchive groups(archive.compilation_unit());
+  const auto& own = optimizer.param_groups();
+  groups.write("param_groups/size", torch::tensor(static_cast<int64_t>(own.size())));
+  for (size_t g = 0; g < own.size(); ++g) {
+    torch::serialize::OutputArchive group(archive.compilation_unit());
+    const auto& params = own[g].params();
+    group.write("params/size", torch::tensor(static_cast<int64_t>(params.size())));
+    for (size_t j = 0; j < params.size(); ++j) {
+      group.write("params/" + std::to_string(j), c10::IValue(key_of(params[j])));
+      const auto found = optimizer.state().find(params[j].unsafeGetTensorImpl());
+      if (found != optimizer.state().end() && keep(*found->second)) {
+        torch::serialize::OutputArchive state(archive.compilation_unit());
+        found->second->serialize(state);
+        states.write(key_of(params[j]), state);
+      }
+    }
+    torch::serialize::OutputArchive options(archive.compilation_unit());
+    own[g].options().serialize(options);
+    group.write("options", options);
+    groups.write("param_groups/" + std::to_string(g), group);
+  }
+  archive.write("state", states);
+  archive.write("param_groups", groups);
+}
+
+torch::Tensor like_param(const torch::Tensor& loaded, const torch::Tensor& param,
+                         const std::string& what) {
+  TORCH_CHECK(loaded.sizes() == param.sizes(), what, " has shape ", loaded.sizes(),
+              " but its parameter has shape ", param.sizes());
+  torch::Tensor t = loaded.detach().to(param.device(), param.scalar_type());
+  if (t.strides() != param.strides()) {
+    t = torch::empty_like(param, torch::MemoryFormat::Preserve).copy_(t);
+  }
+  return t;
+}
+
+c10::IValue step_value(const torch::Tensor& step) {
+  return c10::IValue(static_cast<int64_t>(std::llround(step.item<double>())));
+}
+
+}  // namespace archive
 
 }  // namespace steadystep

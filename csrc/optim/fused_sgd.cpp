@@ -1,6 +1,8 @@
 #include <steadystep/optim.h>
 
 #include "ops/optim_checks.h"
+#include "optim/archive.h"
+#include "optim/clip_settings.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/torch.h>
@@ -20,25 +22,49 @@ void FusedSGDOptions::serialize(torch::serialize::OutputArchive& archive) const 
 }
 
 void FusedSGDOptions::serialize(torch::serialize::InputArchive& archive) {
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, lr);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, momentum);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, dampening);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, weight_decay);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(bool, nesterov);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(bool, maximize);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG_OPTIONAL(double, max_grad_norm);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(double, norm_type);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(bool, skip_nonfinite);
+  // LibTorch's SGDOptions write the first five; a field it lacks keeps this object's value.
+  archive::FieldReader r(archive, "FusedSGDOptions");
+  FusedSGDOptions read = *this;
+  read.lr(r.number(r.get("lr"), "lr"));
+  read.momentum(r.number(r.get("momentum"), "momentum"));
+  read.dampening(r.number(r.get("dampening"), "dampening"));
+  read.weight_decay(r.number(r.get("weight_decay"), "weight_decay"));
+  read.nesterov(r.flag(r.get("nesterov"), "nesterov"));
+  if (auto v = r.find("maximize")) {
+    read.maximize(r.flag(*v, "maximize"));
+  }
+  if (auto v = r.find("max_grad_norm")) {
+    read.max_grad_norm(v->isNone() ? std::nullopt
+                                   : std::optional<double>(r.number(*v, "max_grad_norm")));
+  }
+  if (auto v = r.find("norm_type")) {
+    read.norm_type(r.number(*v, "norm_type"));
+  }
+  if (auto v = r.find("skip_nonfinite")) {
+    read.skip_nonfinite(r.flag(*v, "skip_nonfinite"));
+  }
+  *this = read;
 }
 
 void FusedSGDParamState::serialize(torch::serialize::OutputArchive& archive) const {
-  _TORCH_OPTIM_SERIALIZE_TORCH_ARG(step);
+  // LibTorch's SGDParamState reads the buffer only; the step is written as an int64 that it
+  // ignores (FusedSGD::save leaves out the states LibTorch could not use).
+  archive.write("step", archive::step_value(step()));
   _TORCH_OPTIM_SERIALIZE_TORCH_ARG(momentum_buffer);
 }
 
 void FusedSGDParamState::serialize(torch::serialize::InputArchive& archive) {
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(torch::Tensor, step);
-  _TORCH_OPTIM_DESERIALIZE_TORCH_ARG(torch::Tensor, momentum_buffer);
+  archive::FieldReader r(archive, "FusedSGDParamState");
+  torch::Tensor read_buffer;
+  if (auto v = r.find("momentum_buffer")) {
+    read_buffer = r.tensor(*v, "momentum_buffer");
+  }
+  // LibTorch's SGD writes no step: a buffer it wrote has been initialised from a gradient.
+  const auto v = r.find("step");
+  torch::Tensor read_step =
+      v ? r.step(*v) : torch::full({}, read_buffer.defined() ? 1.0 : 0.0, torch::kFloat);
+  step(read_step);
+  momentum_buffer(read_buffer);
 }
 
 FusedSGD::FusedSGD(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
@@ -47,10 +73,22 @@ FusedSGD::FusedSGD(const std::vector<torch::optim::OptimizerParamGroup>& param_g
   check_sgd_hyper({defaults.lr(), defaults.momentum(), defaults.dampening(),
                    defaults.weight_decay(), defaults.nesterov(), defaults.maximize()});
   check_clip_settings(defaults.max_grad_norm(), defaults.norm_type());
+  check_groups_clip();
+}
+
+void FusedSGD::check_groups_clip() const {
+  const auto wide = clip_settings(static_cast<const FusedSGDOptions&>(defaults()));
+  for (size_t g = 0; g < param_groups().size(); ++g) {
+    check_group_clip(
+        "FusedSGD", g,
+        clip_settings(static_cast<const FusedSGDOptions&>(param_groups()[g].options())), wide);
+  }
 }
 
 torch::Tensor FusedSGD::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
+  // Groups added (add_param_group is not virtual) or changed since construction.
+  check_groups_clip();
   const torch::Tensor loss = evaluate(closure);
   const auto& wide = static_cast<const FusedSGDOptions&>(defaults());
   std::vector<torch::Tensor> params, grads, buffers, steps;
@@ -72,7 +110,11 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
       }
       auto& s = static_cast<FusedSGDParamState&>(*slot);
       if (o.momentum() != 0 && !s.momentum_buffer().defined()) {
+        // A missing buffer (momentum switched on mid-run, a momentum-free archive) starts from
+        // the gradient, as torch's does: the kernel initialises it at step 1, which this step
+        // reaches unless it is skipped (then the next one does).
         s.momentum_buffer(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        s.step().zero_();
       }
       params.push_back(p);
       grads.push_back(p.grad());
@@ -110,11 +152,31 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
 }
 
 void FusedSGD::save(torch::serialize::OutputArchive& archive) const {
-  torch::optim::serialize<FusedSGDParamState, FusedSGDOptions>(archive, *this);
+  // A state is worth keeping once its buffer holds a gradient (step >= 1): without one, the
+  // next step starts the buffer afresh either way, and LibTorch's SGD would step a state
+  // without a buffer into an undefined tensor.
+  archive::write(archive, *this, [](const torch::optim::OptimizerParamState& state) {
+    const auto& s = static_cast<const FusedSGDParamState&>(state);
+    return s.momentum_buffer().defined() && s.step().item<double>() >= 1;
+  });
 }
 
 void FusedSGD::load(torch::serialize::InputArchive& archive) {
-  torch::optim::serialize<FusedSGDParamState, FusedSGDOptions>(archive, *this);
+  archive::load<FusedSGDOptions, FusedSGDParamState>(
+      archive, *this, "FusedSGD",
+      [](const FusedSGDOptions& o) {
+        check_sgd_hyper(
+            {o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov(), o.maximize()});
+        check_clip_settings(o.max_grad_norm(), o.norm_type());
+      },
+      [](FusedSGDParamState& s, const torch::Tensor& p) {
+        s.step(s.step().to(p.device()));
+        if (s.momentum_buffer().defined()) {
+          s.momentum_buffer(archive::like_param(s.momentum_buffer(), p, "momentum_buffer"));
+        } else {
+          s.step().zero_();
+        }
+      });
 }
 
 }  // namespace steadystep

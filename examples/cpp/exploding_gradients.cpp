@@ -8,9 +8,11 @@
 //   2. torch::optim::Adam + steadystep::WarmupCosineLR      -> warmup alone does not help
 //   3. steadystep::FusedAdam (max_grad_norm, skip_nonfinite) + WarmupCosineLR
 //                                                           -> bad steps skipped, converges
-// Losses are judged on a clean held-out set.
+// Losses are judged on a clean held-out set; demo_cli.h defines the verdicts and the command line.
 // It prints a progress line while training, a table per configuration, and writes the metrics
 // of every step to <out>/metrics.csv (examples/python/plot_demo.py draws <out>/training.png).
+
+#include "demo_cli.h"
 
 #include <steadystep/steadystep.h>
 #include <torch/torch.h>
@@ -27,65 +29,6 @@
 #include <vector>
 
 namespace {
-
-struct Args {
-  std::string device = "cpu";
-  int64_t steps = 600;
-  double lr = 0.02;
-  double max_grad_norm = 1.0;
-  std::string out = "demo_out";
-};
-
-void usage(const char* argv0) {
-  std::printf(
-      "usage: %s [--device cpu|cuda] [--steps N] [--lr LR] [--max-grad-norm X] [--out DIR]\n\n"
-      "Trains one exploding model three ways (plain Adam; Adam + WarmupCosineLR; steadystep\n"
-      "FusedAdam with clipping + WarmupCosineLR) and writes DIR/metrics.csv.\n\n"
-      "  --device         cpu (default) or cuda\n"
-      "  --steps          training steps per configuration (default 600)\n"
-      "  --lr             peak learning rate (default 0.02)\n"
-      "  --max-grad-norm  FusedAdam's global-norm clip (default 1.0)\n"
-      "  --out            output directory (default demo_out)\n",
-      argv0);
-}
-
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", flag.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (flag == "--help" || flag == "-h") {
-      usage(argv[0]);
-      std::exit(0);
-    } else if (flag == "--device") {
-      a.device = value();
-    } else if (flag == "--steps") {
-      a.steps = std::stoll(value());
-    } else if (flag == "--lr") {
-      a.lr = std::stod(value());
-    } else if (flag == "--max-grad-norm") {
-      a.max_grad_norm = std::stod(value());
-    } else if (flag == "--out") {
-      a.out = value();
-    } else {
-      std::fprintf(stderr, "unknown argument %s (see --help)\n", flag.c_str());
-      std::exit(2);
-    }
-  }
-  if (a.steps < 20 || a.lr <= 0 || a.max_grad_norm <= 0 ||
-      (a.device != "cpu" && a.device != "cuda")) {
-    std::fprintf(stderr,
-                 "bad arguments: steps >= 20, lr > 0, max-grad-norm > 0, device cpu|cuda\n");
-    std::exit(2);
-  }
-  return a;
-}
 
 torch::nn::Sequential make_model(const torch::Device& device) {
   torch::manual_seed(0);
@@ -119,8 +62,7 @@ struct Summary {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  const Args args = parse(argc, argv);
+static int run(const steadystep::demo::Args& args) {
   if (args.device == "cuda" && !torch::cuda::is_available()) {
     std::fprintf(stderr, "--device cuda: no CUDA device here\n");
     return 2;
@@ -233,16 +175,8 @@ int main(int argc, char** argv) {
       s.clipped += st.clipped;
       s.skipped += st.skipped;
     }
-    // Verdicts from the run's own numbers, on the clean held-out set: diverged when its loss
-    // ends non-finite or no lower than half its starting value; converged when it ends below a
-    // fifth of it.
-    if (!std::isfinite(s.final_loss) || s.final_loss >= 0.5 * initial_val_loss) {
-      s.verdict = std::isfinite(s.final_loss) ? "DIVERGED" : "DIVERGED (weights are nan)";
-    } else if (s.final_loss < 0.2 * initial_val_loss) {
-      s.verdict = "converged";
-    } else {
-      s.verdict = "undecided";
-    }
+    s.verdict = steadystep::demo::verdict_text(
+        steadystep::demo::judge(initial_val_loss, s.final_loss), s.final_loss);
     std::printf(
         "  %-26s %g\n  %-26s %g\n  %-26s %g\n  %-26s %lld\n  %-26s %lld\n"
         "  %-26s %.2f s\n  %-26s %s\n\n",
@@ -262,4 +196,28 @@ int main(int argc, char** argv) {
   }
   std::printf("\nwrote %s/metrics.csv\n", args.out.c_str());
   return 0;
+}
+
+int main(int argc, char** argv) {
+  namespace demo = steadystep::demo;
+  const demo::ParseResult parsed =
+      demo::parse_args(std::vector<std::string>(argv + 1, argv + argc));
+  switch (parsed.action) {
+    case demo::ParseResult::Action::kHelp:
+      std::fputs(demo::usage(argv[0]).c_str(), stdout);
+      return 0;
+    case demo::ParseResult::Action::kError:
+      std::fprintf(stderr, "%s: %s\n", argv[0], parsed.error.c_str());
+      return demo::kUsageError;
+    case demo::ParseResult::Action::kRun:
+      break;
+  }
+  // What the arguments cannot catch (an unwritable --out, a CUDA failure) ends with a message
+  // and status 1, never with an uncaught exception's abort.
+  try {
+    return run(parsed.args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", argv[0], e.what());
+    return 1;
+  }
 }

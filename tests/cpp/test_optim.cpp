@@ -278,4 +278,275 @@ TEST(FusedOptimizers, LibTorchSchedulersDriveThem) {
   EXPECT_DOUBLE_EQ(adam.param_groups()[0].options().get_lr(), 0.005);
 }
 
+// ---- Archives shared with LibTorch's optimizers (NOTE [Optimizer archives]) ----
+
+namespace archives {
+
+constexpr int kSaveAt = 7;
+constexpr int kResumeTo = 20;
+
+std::string save_to_string(const torch::optim::Optimizer& opt) {
+  std::ostringstream out;
+  torch::save(opt, out);
+  return out.str();
+}
+
+void load_from_string(torch::optim::Optimizer& opt, const std::string& bytes) {
+  std::istringstream in(bytes);
+  torch::load(opt, in);
+}
+
+std::vector<torch::Tensor> copy_of(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : params) {
+    out.push_back(p.detach().clone().requires_grad_(true));
+  }
+  return out;
+}
+
+using Make = std::function<std::unique_ptr<torch::optim::Optimizer>(std::vector<torch::Tensor>&)>;
+
+// Trains `from` to kSaveAt, saves it, loads the archive into `to` over a copy of the params,
+// and continues both to kResumeTo: they must stay within fp32 rounding of each other.
+void expect_resume_continues(const std::string& name, const Make& from, const Make& to) {
+  auto params = fresh_params();
+  auto first = from(params);
+  run(*first, params, 0, kSaveAt);
+  const std::string bytes = save_to_string(*first);
+  auto resumed_params = copy_of(params);
+  auto second = to(resumed_params);
+  ASSERT_NO_THROW(load_from_string(*second, bytes)) << name;
+  run(*first, params, kSaveAt, kResumeTo);
+  run(*second, resumed_params, kSaveAt, kResumeTo);
+  for (size_t k = 0; k < params.size(); ++k) {
+    expect_close(resumed_params[k].detach(), params[k].detach(),
+                 name + " param " + std::to_string(k));
+  }
+}
+
+template <typename Opt, typename Options>
+Make make(Options o) {
+  return [o](std::vector<torch::Tensor>& p) { return std::make_unique<Opt>(groups(p, o), o); };
+}
+
+TEST(FusedOptimizerArchives, LibTorchAdamAndAdamWLoadIntoFusedAdam) {
+  using steadystep::FusedAdam;
+  using steadystep::FusedAdamOptions;
+  using torch::optim::Adam;
+  using torch::optim::AdamOptions;
+  using torch::optim::AdamW;
+  using torch::optim::AdamWOptions;
+  expect_resume_continues("Adam", make<Adam>(AdamOptions()), make<FusedAdam>(FusedAdamOptions()));
+  expect_resume_continues(
+      "Adam wd amsgrad",
+      make<Adam>(AdamOptions().weight_decay(0.1).amsgrad(true).betas({0.8, 0.99})),
+      make<FusedAdam>(FusedAdamOptions()));
+  // LibTorch's archives do not say AdamW: the loading optimizer's decoupled_weight_decay stays.
+  expect_resume_continues("AdamW", make<AdamW>(AdamWOptions().weight_decay(0.05)),
+                          make<FusedAdam>(FusedAdamOptions().decoupled_weight_decay(true)));
+}
+
+TEST(FusedOptimizerArchives, FusedAdamLoadsIntoLibTorchAdamAndAdamW) {
+  using steadystep::FusedAdam;
+  using steadystep::FusedAdamOptions;
+  using torch::optim::Adam;
+  using torch::optim::AdamOptions;
+  using torch::optim::AdamW;
+  using torch::optim::AdamWOptions;
+  expect_resume_continues("FusedAdam -> Adam",
+                          make<FusedAdam>(FusedAdamOptions().weight_decay(0.1).amsgrad(true)),
+                          make<Adam>(AdamOptions()));
+  expect_resume_continues(
+      "FusedAdam(decoupled) -> AdamW",
+      make<FusedAdam>(FusedAdamOptions().weight_decay(0.05).decoupled_weight_decay(true)),
+      make<AdamW>(AdamWOptions()));
+}
+
+TEST(FusedOptimizerArchives, LibTorchSGDLoadsIntoFusedSGDAndBack) {
+  using steadystep::FusedSGD;
+  using steadystep::FusedSGDOptions;
+  using torch::optim::SGD;
+  using torch::optim::SGDOptions;
+  const std::vector<std::pair<SGDOptions, FusedSGDOptions>> configs = {
+      {SGDOptions(0.1), FusedSGDOptions(0.1)},
+      {SGDOptions(0.1).momentum(0.9).dampening(0.2).weight_decay(0.01), FusedSGDOptions(0.1)},
+      {SGDOptions(0.1).momentum(0.5).nesterov(true), FusedSGDOptions(0.1)},
+  };
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const auto& [libtorch, fused] = configs[i];
+    expect_resume_continues("SGD -> FusedSGD " + std::to_string(i), make<SGD>(libtorch),
+                            make<FusedSGD>(fused));
+    // The other way, with the fused optimizer set up as LibTorch's was.
+    FusedSGDOptions same(libtorch.lr());
+    same.momentum(libtorch.momentum())
+        .dampening(libtorch.dampening())
+        .weight_decay(libtorch.weight_decay())
+        .nesterov(libtorch.nesterov());
+    expect_resume_continues("FusedSGD -> SGD " + std::to_string(i), make<FusedSGD>(same),
+                            make<SGD>(SGDOptions(1.0)));
+  }
+}
+
+std::string load_error(torch::optim::Optimizer& opt, const std::string& bytes) {
+  try {
+    load_from_string(opt, bytes);
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+TEST(FusedOptimizerArchives, AnotherOptimizersArchiveIsRefusedClearly) {
+  auto params = fresh_params();
+  torch::optim::SGD sgd(groups(params, torch::optim::SGDOptions(0.1).momentum(0.9)),
+                        torch::optim::SGDOptions(0.1));
+  run(sgd, params, 0, 2);
+  steadystep::FusedAdam adam(groups(params, steadystep::FusedAdamOptions()));
+  run(adam, params, 0, 2);
+  const auto before = state_tensor(adam, params[0], "exp_avg").clone();
+  const double lr_before = adam.param_groups()[1].options().get_lr();
+  std::string error = load_error(adam, save_to_string(sgd));
+  EXPECT_NE(error.find("FusedAdam::load"), std::string::npos) << error;
+  EXPECT_NE(error.find("'betas'"), std::string::npos) << error;
+  EXPECT_NE(error.find("momentum"), std::string::npos) << error;  // what the archive holds
+  // Nothing changed.
+  EXPECT_TRUE(torch::equal(state_tensor(adam, params[0], "exp_avg"), before));
+  EXPECT_EQ(adam.param_groups()[1].options().get_lr(), lr_before);
+
+  steadystep::FusedSGD fused_sgd(groups(params, steadystep::FusedSGDOptions(0.1)));
+  error = load_error(fused_sgd, save_to_string(adam));
+  EXPECT_NE(error.find("FusedSGD::load"), std::string::npos) << error;
+  EXPECT_NE(error.find("'momentum'"), std::string::npos) << error;
+
+  steadystep::FusedAdam one_group(params);
+  error = load_error(one_group, save_to_string(adam));
+  EXPECT_NE(error.find("the archive has 2 param groups, this optimizer 1"), std::string::npos)
+      << error;
+}
+
+TEST(FusedOptimizerArchives, ClippingSettingsComeFromTheArchive) {
+  const steadystep::FusedAdamOptions clipped =
+      steadystep::FusedAdamOptions().max_grad_norm(0.5).norm_type(1.0);
+  auto params = fresh_params();
+  steadystep::FusedAdam first(groups(params, clipped), clipped);
+  run(first, params, 0, kSaveAt);
+  auto resumed_params = copy_of(params);
+  steadystep::FusedAdam second(groups(resumed_params, steadystep::FusedAdamOptions()));
+  load_from_string(second, save_to_string(first));
+  const auto& wide = static_cast<const steadystep::FusedAdamOptions&>(second.defaults());
+  EXPECT_EQ(wide.max_grad_norm(), std::optional<double>(0.5));
+  EXPECT_EQ(wide.norm_type(), 1.0);
+  run(first, params, kSaveAt, kResumeTo);
+  run(second, resumed_params, kSaveAt, kResumeTo);
+  for (size_t k = 0; k < params.size(); ++k) {
+    EXPECT_TRUE(torch::equal(resumed_params[k], params[k])) << k;
+  }
+}
+
+}  // namespace archives
+
+// ---- Clipping settings are optimizer-wide: a group that differs is refused ----
+
+template <typename Fn>
+std::string value_error(Fn fn) {
+  try {
+    fn();
+  } catch (const c10::ValueError& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+std::unique_ptr<torch::optim::OptimizerOptions> own(const torch::optim::OptimizerOptions& o) {
+  return o.clone();
+}
+
+TEST(FusedOptimizerGroups, DifferentClippingInAGroupIsRefused) {
+  using steadystep::FusedAdam;
+  using steadystep::FusedAdamOptions;
+  using steadystep::FusedSGD;
+  using steadystep::FusedSGDOptions;
+  auto params = fresh_params();
+  std::vector<torch::optim::OptimizerParamGroup> adam_groups;
+  adam_groups.emplace_back(std::vector<torch::Tensor>{params[0]},
+                           own(FusedAdamOptions().max_grad_norm(1.0)));
+  adam_groups.emplace_back(std::vector<torch::Tensor>{params[1]},
+                           own(FusedAdamOptions().max_grad_norm(2.0)));
+  std::string error =
+      value_error([&] { FusedAdam(adam_groups, FusedAdamOptions().max_grad_norm(1.0)); });
+  EXPECT_NE(error.find("FusedAdam: param group 1 sets max_grad_norm 2 where the optimizer's is 1"),
+            std::string::npos)
+      << error;
+
+  std::vector<torch::optim::OptimizerParamGroup> sgd_groups;
+  sgd_groups.emplace_back(std::vector<torch::Tensor>{params[0]},
+                          own(FusedSGDOptions(0.1).skip_nonfinite(false)));
+  error = value_error([&] { FusedSGD(sgd_groups, FusedSGDOptions(0.1)); });
+  EXPECT_NE(error.find("param group 0 sets skip_nonfinite false"), std::string::npos) << error;
+
+  // A group added or changed later is refused at the step, before anything changes.
+  FusedSGD sgd(std::vector<torch::Tensor>{params[0]}, FusedSGDOptions(0.1).max_grad_norm(1.0));
+  sgd.add_param_group(torch::optim::OptimizerParamGroup(
+      {params[1]}, own(FusedSGDOptions(0.1).max_grad_norm(1.0).norm_type(1.0))));
+  const auto before = params[0].detach().clone();
+  params[0].mutable_grad() = grad(0, 0);
+  params[1].mutable_grad() = grad(1, 0);
+  error = value_error([&] { sgd.step(); });
+  EXPECT_NE(error.find("param group 1 sets norm_type 1 where the optimizer's is 2"),
+            std::string::npos)
+      << error;
+  EXPECT_TRUE(torch::equal(params[0], before));
+
+  FusedAdam adam(params, FusedAdamOptions());
+  static_cast<FusedAdamOptions&>(adam.param_groups()[0].options()).max_grad_norm(3.0);
+  error = value_error([&] { adam.step(); });
+  EXPECT_NE(error.find("max_grad_norm 3 where the optimizer's is unset"), std::string::npos)
+      << error;
+
+  // The same settings in every group are fine.
+  EXPECT_NO_THROW(FusedAdam(groups(params, FusedAdamOptions().max_grad_norm(1.0)),
+                            FusedAdamOptions().max_grad_norm(1.0)));
+}
+
+// ---- FusedSGD initialises a missing momentum buffer from the gradient, as torch does ----
+
+TEST(FusedSGDMomentum, SwitchedOnMidRunStartsFromTheGradient) {
+  for (const bool skip_first : {false, true}) {
+    auto fused_params = fresh_params();
+    auto torch_params = fresh_params();
+    steadystep::FusedSGD fused(groups(fused_params, steadystep::FusedSGDOptions(0.1)));
+    torch::optim::SGD reference(groups(torch_params, torch::optim::SGDOptions(0.1)),
+                                torch::optim::SGDOptions(0.1));
+    run(fused, fused_params, 0, 5);
+    run(reference, torch_params, 0, 5);
+    for (auto* opt : std::vector<torch::optim::Optimizer*>{&fused, &reference}) {
+      for (auto& group : opt->param_groups()) {
+        if (auto* o = dynamic_cast<steadystep::FusedSGDOptions*>(&group.options())) {
+          o->momentum(0.9).dampening(0.3);
+        } else {
+          static_cast<torch::optim::SGDOptions&>(group.options()).momentum(0.9).dampening(0.3);
+        }
+      }
+    }
+    if (skip_first) {  // the guard skips the first momentum step: the next one initialises
+      for (size_t k = 0; k < fused_params.size(); ++k) {
+        fused_params[k].mutable_grad() = grad(static_cast<int>(k), 5);
+      }
+      fused_params[1].mutable_grad()[0] = INFINITY;
+      fused.step();
+    }
+    run(fused, fused_params, 5, 15);
+    run(reference, torch_params, 5, 15);
+    for (size_t k = 0; k < fused_params.size(); ++k) {
+      expect_close(fused_params[k].detach(), torch_params[k].detach(),
+                   "skip_first " + std::to_string(skip_first) + " param " + std::to_string(k));
+      expect_close(state_tensor(fused, fused_params[k], "momentum_buffer"),
+                   static_cast<torch::optim::SGDParamState&>(
+                       *reference.state().at(torch_params[k].unsafeGetTensorImpl()))
+                       .momentum_buffer(),
+                   "buffer " + std::to_string(k));
+    }
+  }
+}
+
 }  // namespace

@@ -12,9 +12,11 @@
 namespace steadystep {
 
 /// Options of `FusedAdam`: torch::optim::AdamOptions' fields plus `maximize` and
-/// `decoupled_weight_decay` (AdamW), and the optimizer-wide clipping settings, which are read
-/// from the optimizer's defaults only: `max_grad_norm` (empty: no clipping), `norm_type`
-/// (> 0 or inf) and `skip_nonfinite`.
+/// `decoupled_weight_decay` (AdamW), and the optimizer-wide clipping settings: `max_grad_norm`
+/// (empty: no clipping), `norm_type` (> 0 or inf) and `skip_nonfinite`. Clipping is global
+/// over all param groups, so these three are set in the options the optimizer is constructed
+/// with; a param group whose copy differs is refused (c10::ValueError at construction and at
+/// every step), never silently ignored.
 struct FusedAdamOptions : public torch::optim::OptimizerCloneableOptions<FusedAdamOptions> {
   FusedAdamOptions(double lr = 1e-3) : lr_(lr) {}
   TORCH_ARG(double, lr) = 1e-3;
@@ -37,7 +39,8 @@ struct FusedAdamOptions : public torch::optim::OptimizerCloneableOptions<FusedAd
 };
 
 /// Per-parameter state of `FusedAdam`: torch's names; `step` is a one-element fp32 tensor on
-/// the parameter's device, advanced by the step itself (never read back to the host).
+/// the parameter's device, advanced by the step itself (never read back to the host while
+/// training; an archive stores it as LibTorch's int64).
 struct FusedAdamParamState
     : public torch::optim::OptimizerCloneableParamState<FusedAdamParamState> {
   TORCH_ARG(torch::Tensor, step);
@@ -51,7 +54,7 @@ struct FusedAdamParamState
 };
 
 /// Options of `FusedSGD`: torch::optim::SGDOptions' fields plus `maximize`, and the
-/// optimizer-wide clipping settings (as in `FusedAdamOptions`).
+/// optimizer-wide clipping settings (as in `FusedAdamOptions`: the same in every group).
 struct FusedSGDOptions : public torch::optim::OptimizerCloneableOptions<FusedSGDOptions> {
   FusedSGDOptions(double lr = 1e-3) : lr_(lr) {}
   TORCH_ARG(double, lr) = 1e-3;
@@ -71,8 +74,10 @@ struct FusedSGDOptions : public torch::optim::OptimizerCloneableOptions<FusedSGD
   void set_lr(const double lr) override { this->lr(lr); }
 };
 
-/// Per-parameter state of `FusedSGD`: torch's `momentum_buffer`, and a device `step` count
-/// (the first successful step initialises the buffer from the gradient, as torch does).
+/// Per-parameter state of `FusedSGD`: torch's `momentum_buffer`, and a device `step` count of
+/// the successful steps since the buffer was created: the first of them initialises the buffer
+/// from the gradient, as torch does whenever a parameter has no buffer (first step, momentum
+/// switched on mid-run, an archive without one).
 struct FusedSGDParamState : public torch::optim::OptimizerCloneableParamState<FusedSGDParamState> {
   TORCH_ARG(torch::Tensor, step);
   TORCH_ARG(torch::Tensor, momentum_buffer) = {};
@@ -84,6 +89,22 @@ struct FusedSGDParamState : public torch::optim::OptimizerCloneableParamState<Fu
 
 /// What FusedAdam and FusedSGD share: the norm of the last step and the count of skipped
 /// steps, both device tensors (nothing is read back to the host).
+///
+/// Archives (`torch::save` / `torch::load`) use LibTorch's optimizer layout, so that:
+///   - a `torch::optim::Adam` or `AdamW` archive loads into `FusedAdam`, and a
+///     `torch::optim::SGD` archive into `FusedSGD`, and training continues as LibTorch's
+///     would (to fp32 rounding). LibTorch's archives do not say whether they are Adam or
+///     AdamW, nor hold `maximize` or the clipping settings: such fields keep the loading
+///     optimizer's own values, so construct `FusedAdam` with `decoupled_weight_decay(true)`
+///     to resume an AdamW archive;
+///   - `torch::optim::Adam`/`AdamW`/`SGD` load a `FusedAdam`/`FusedSGD` archive (steps are
+///     written as int64); they ignore `maximize`, `decoupled_weight_decay` and the clipping
+///     settings, which they do not have. Archives of earlier steadystep builds (fp32
+///     tensor steps) load into steadystep only;
+///   - loading replaces the state and the groups' options with the archive's, and the
+///     optimizer-wide clipping settings with the archive's when it has them; an archive of
+///     another optimizer, or of other groups, is refused with a c10::Error naming what it
+///     holds, before anything changes. `save` reads the step counts back to the host.
 class FusedOptimizer : public torch::optim::Optimizer {
  public:
   /// The fp32 0-dim norm of the gradients at the last step (undefined before the first step,
@@ -127,6 +148,9 @@ class FusedAdam : public FusedOptimizer {
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
+
+ private:
+  void check_groups_clip() const;
 };
 
 /// SGD (momentum, dampening, nesterov, weight decay, maximize) with global-norm clipping,
@@ -141,6 +165,9 @@ class FusedSGD : public FusedOptimizer {
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
+
+ private:
+  void check_groups_clip() const;
 };
 
 }  // namespace steadystep

@@ -12,10 +12,13 @@ namespace {
 
 constexpr int kParam = 0, kGrad = 1, kExpAvg = 2, kExpAvgSq = 3, kMaxExpAvgSq = 4, kStep = 5;
 
-// NOTE [Adam arithmetic]: the order of operations follows torch's foreach Adam: exp_avg by
-// lerp (a + w * (b - a) for w < 0.5), exp_avg_sq as mul then addcmul, denom = sqrt(v) /
-// sqrt(bias_correction2) + eps, param += (-step_size) * (exp_avg / denom); bias corrections
-// and the step size in fp64 from the step count, as torch computes them on the host.
+// NOTE [Adam arithmetic]: the arithmetic of the CPU kernel (NOTE [Torch's rounding] in
+// csrc/cpu/fused_optim_kernels.cpp), which is torch's single-tensor Adam op by op: exp_avg by
+// lerp (fma(w, g - m, m) for |w| < 0.5, else fma(w - 1, g - m, g)), exp_avg_sq as
+// fma((1 - beta2) * g, g, v * beta2), amsgrad's max with NaN kept, denom = sqrt(v) /
+// sqrt(bias_correction2) + eps, param += (-step_size * exp_avg) / denom; bias corrections and
+// the step size in fp64 from the step count, as torch computes them on the host. Every
+// operation is an explicit IEEE one (elementwise.cuh), so nvcc fuses nothing else.
 template <typename T, bool Amsgrad>
 struct AdamFunctor {
   __device__ void operator()(const TensorListMetadata<6>& meta, AdamParams params) const {
@@ -29,10 +32,12 @@ struct AdamFunctor {
     const double bias_correction1 = 1 - pow(params.beta1, step);
     const double bias_correction2 = 1 - pow(params.beta2, step);
     const Acc neg_step_size = static_cast<Acc>(-(params.lr / bias_correction1));
-    const Acc bias_correction2_sqrt = static_cast<Acc>(sqrt(bias_correction2));
+    const Acc bias_correction2_sqrt = static_cast<Acc>(pow(bias_correction2, 0.5));
     const Acc multiplier =
         control.grad_multiplier ? static_cast<Acc>(*control.grad_multiplier) : Acc(1);
     const Acc lerp_weight = static_cast<Acc>(1 - params.beta1);
+    const bool small_weight = fabs(lerp_weight) < Acc(0.5);
+    const Acc lerp_weight_minus_one = sub_rn(lerp_weight, Acc(1));
     const Acc beta2 = static_cast<Acc>(params.beta2);
     const Acc one_minus_beta2 = static_cast<Acc>(1 - params.beta2);
     const Acc eps = static_cast<Acc>(params.eps);
@@ -48,28 +53,28 @@ struct AdamFunctor {
 
     auto update = [&](Acc& pa, Acc ga, Acc& ma, Acc& va, Acc& vmaxa) {
       if (use_multiplier) {
-        ga = ga * multiplier;  // clipped (and unscaled) gradient, as torch's in-place mul_
+        ga = mul_rn(ga, multiplier);  // clipped (and unscaled) gradient, as torch's in-place mul_
       }
       if (params.maximize) {
         ga = -ga;
       }
       if (params.weight_decay != 0) {
         if (params.decoupled_weight_decay) {
-          pa = pa * decay_factor;
+          pa = mul_rn(pa, decay_factor);
         } else {
-          ga = ga + weight_decay * pa;
+          ga = fma_rn(pa, weight_decay, ga);
         }
       }
-      ma = ma + lerp_weight * (ga - ma);
-      va = va * beta2;
-      va = va + one_minus_beta2 * ga * ga;
+      const Acc diff = sub_rn(ga, ma);
+      ma = small_weight ? fma_rn(lerp_weight, diff, ma) : fma_rn(lerp_weight_minus_one, diff, ga);
+      va = fma_rn(mul_rn(one_minus_beta2, ga), ga, mul_rn(va, beta2));
       Acc second = va;
       if (Amsgrad) {
-        vmaxa = vmaxa > va ? vmaxa : va;
+        vmaxa = nan_maximum(vmaxa, va);
         second = vmaxa;
       }
-      const Acc denom = sqrt(second) / bias_correction2_sqrt + eps;
-      pa = pa + neg_step_size * (ma / denom);
+      const Acc denom = add_rn(div_rn(sqrt_rn(second), bias_correction2_sqrt), eps);
+      pa = add_rn(pa, div_rn(mul_rn(neg_step_size, ma), denom));
     };
 
     constexpr int kVec = 16 / sizeof(T);

@@ -17,8 +17,10 @@ namespace steadystep::cuda {
 
 /// What every fused step reads from device memory.
 struct StepControl {
-  const float* grad_multiplier = nullptr;  // clip coefficient / AMP grad scale; null: 1
-  const float* skip = nullptr;             // nonzero: touch nothing (non-finite norm, found_inf)
+  // Clip coefficient / AMP grad scale, fp64 so that fp64 params get torch's fp64 coefficient
+  // (fp32 params use it rounded to fp32, exactly the fp32 coefficient). null: 1.
+  const double* grad_multiplier = nullptr;
+  const float* skip = nullptr;  // nonzero: touch nothing (non-finite norm, found_inf)
 };
 
 struct AdamParams : AdamHyper {

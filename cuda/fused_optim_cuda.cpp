@@ -44,19 +44,21 @@ struct StepBuckets {
   }
 };
 
-// The device pointers of the step's controls, as fp32 one-element tensors on `device`.
+// The device pointers of the step's controls, one-element tensors on `device`: the gradient
+// multiplier in fp64 (exact for an fp32 one), the skip decision in fp32.
 StepControl control_of(const std::optional<at::Tensor>& grad_multiplier,
                        const std::optional<at::Tensor>& skip, const c10::Device& device,
                        std::vector<at::Tensor>& keep) {
-  auto device_ptr = [&](const std::optional<at::Tensor>& t) -> const float* {
+  auto device_ptr = [&](const std::optional<at::Tensor>& t, at::ScalarType dtype) -> const void* {
     if (!t.has_value() || !t->defined()) {
       return nullptr;
     }
     TORCH_CHECK(t->numel() == 1, "fused step: controls hold one value, got ", t->sizes());
-    keep.push_back(t->to(device, at::kFloat).contiguous());
-    return keep.back().const_data_ptr<float>();
+    keep.push_back(t->to(device, dtype).contiguous());
+    return keep.back().const_data_ptr();
   };
-  return {device_ptr(grad_multiplier), device_ptr(skip)};
+  return {static_cast<const double*>(device_ptr(grad_multiplier, at::kDouble)),
+          static_cast<const float*>(device_ptr(skip, at::kFloat))};
 }
 
 void adam_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,

@@ -12,9 +12,10 @@ namespace {
 
 constexpr int kParam = 0, kGrad = 1, kBuffer = 2, kStep = 3;
 
-// The order of operations follows torch's SGD: g (+ wd * p); buf = g on the first step, else
-// buf * momentum + (1 - dampening) * g; g = g + momentum * buf (nesterov) or buf;
-// p += (-lr) * g.
+// The arithmetic of the CPU kernel (NOTE [Torch's rounding] in
+// csrc/cpu/fused_optim_kernels.cpp), torch's single-tensor SGD op by op: g = fma(p, wd, g);
+// buf = g on the first step, else fma(g, 1 - dampening, buf * momentum); g = fma(buf,
+// momentum, g) (nesterov) or buf; p = fma(g, -lr, p).
 template <typename T, bool Momentum>
 struct SGDFunctor {
   __device__ void operator()(const TensorListMetadata<4>& meta, SGDParams params) const {
@@ -40,19 +41,19 @@ struct SGDFunctor {
 
     auto update = [&](Acc& pa, Acc ga, Acc& ba) {
       if (use_multiplier) {
-        ga = ga * multiplier;
+        ga = mul_rn(ga, multiplier);
       }
       if (params.maximize) {
         ga = -ga;
       }
       if (params.weight_decay != 0) {
-        ga = ga + weight_decay * pa;
+        ga = fma_rn(pa, weight_decay, ga);
       }
       if (Momentum) {
-        ba = first_step ? ga : ba * momentum + one_minus_dampening * ga;
-        ga = params.nesterov ? ga + momentum * ba : ba;
+        ba = first_step ? ga : fma_rn(ga, one_minus_dampening, mul_rn(ba, momentum));
+        ga = params.nesterov ? fma_rn(ba, momentum, ga) : ba;
       }
-      pa = pa + neg_lr * ga;
+      pa = fma_rn(ga, neg_lr, pa);
     };
 
     constexpr int kVec = 16 / sizeof(T);

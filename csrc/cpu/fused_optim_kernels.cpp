@@ -1,16 +1,19 @@
 // CPU kernels of the fused optimizer steps, compiled once per ISA (NOTE [CPU ISA dispatch]).
 // One parallel pass over the chunks of all parameters; per element the same arithmetic, in the
-// same order, as the CUDA kernels (NOTE [Adam arithmetic] in cuda/fused_adam.cu).
+// same order, as the CUDA kernels (NOTE [Torch's rounding]).
 
 #include "cpu/kernels.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/from_blob.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
+#include <vector>
 
 #ifndef CPU_CAPABILITY
 #error "fused_optim_kernels.cpp is compiled with CPU_CAPABILITY set; see CMakeLists.txt"
@@ -49,16 +52,58 @@ void for_each_step_chunk(const std::vector<StepTensor>& tensors, Body body) {
   });
 }
 
+// NOTE [Torch's rounding]: for fp32 and fp64 the arithmetic is torch's single-tensor Adam/SGD
+// on CPU, op by op, in its order and with its roundings: each `x + a * y` of ATen's kernels
+// (add with alpha, lerp, addcmul) is one fused multiply-add in its AVX2/AVX512 builds, in the
+// vector loop and in the scalar tail alike (measured), so it is one here (`fmadd`); ATen's
+// DEFAULT build has no FMA, nor has ours. fp16/bf16 keep their intermediates in fp32 (one
+// rounding per stored state), as torch's fused kernels do. The CUDA kernels compute the same
+// (NOTE [Adam arithmetic] in cuda/fused_adam.cu).
+template <typename A>
+inline A fmadd(A a, A b, A c) {
+#if defined(CPU_CAPABILITY_AVX2)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// torch.lerp(start, end, w) as ATen computes it: from the nearer end, by one fused multiply-add.
+template <typename A>
+inline A lerp(A start, A end, A w, bool small_weight) {
+  return small_weight ? fmadd(w, end - start, start) : fmadd(w - A(1), end - start, end);
+}
+
+// x = sqrt(x) in place, by torch's own CPU sqrt: ATen computes it with MKL's VML (high
+// accuracy mode) where torch has MKL, which is not always the correctly rounded root; the
+// same call gives the same bits (elementwise, whatever the length).
+template <typename A>
+void torch_sqrt(A* x, int64_t n) {
+  at::from_blob(x, {n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value)).sqrt_();
+}
+
+// torch.maximum: NaN wins.
+template <typename A>
+inline A nan_maximum(A a, A b) {
+  if (std::isnan(a) || std::isnan(b)) {
+    return std::numeric_limits<A>::quiet_NaN();
+  }
+  return a > b ? a : b;
+}
+
 template <typename T, bool Amsgrad, bool Maximize, bool Decoupled, bool Decay, bool Multiply>
 void adam_chunk(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& h,
                 double multiplier) {
   using Acc = acc_t<T>;
+  // Host scalars as torch's single-tensor Adam forms them in Python (fp64), then cast to the
+  // op's scalar type as ATen does with a Python number.
   const double bias_correction1 = 1 - std::pow(h.beta1, t.step);
   const double bias_correction2 = 1 - std::pow(h.beta2, t.step);
   const Acc neg_step_size = static_cast<Acc>(-(h.lr / bias_correction1));
-  const Acc bias_correction2_sqrt = static_cast<Acc>(std::sqrt(bias_correction2));
+  const Acc bias_correction2_sqrt = static_cast<Acc>(std::pow(bias_correction2, 0.5));
   const Acc mult = static_cast<Acc>(multiplier);
   const Acc lerp_weight = static_cast<Acc>(1 - h.beta1);
+  const bool small_weight = std::abs(lerp_weight) < Acc(0.5);
   const Acc beta2 = static_cast<Acc>(h.beta2);
   const Acc one_minus_beta2 = static_cast<Acc>(1 - h.beta2);
   const Acc eps = static_cast<Acc>(h.eps);
@@ -69,37 +114,62 @@ void adam_chunk(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& 
   T* __restrict m = static_cast<T*>(t.state[0]) + begin;
   T* __restrict v = static_cast<T*>(t.state[1]) + begin;
   T* __restrict vmax = Amsgrad ? static_cast<T*>(t.state[2]) + begin : nullptr;
+  // fp32/fp64: two passes with torch's own sqrt between them (NOTE [Torch's rounding]); the
+  // first leaves param (decayed), exp_avg and the second moment in memory, exactly as torch's
+  // ops leave them. fp16/bf16: one pass, intermediates in fp32.
+  constexpr bool kTorchSqrt = std::is_same_v<T, Acc>;
+  Acc* __restrict root = nullptr;
+  if constexpr (kTorchSqrt) {
+    thread_local std::vector<Acc> buffer;
+    buffer.resize(static_cast<size_t>(n));
+    root = buffer.data();
+  }
   for (int64_t i = 0; i < n; ++i) {
     Acc pa = static_cast<Acc>(p[i]);
     Acc ga = static_cast<Acc>(g[i]);
     if constexpr (Multiply) {
-      ga = ga * mult;
+      ga = ga * mult;  // clip_grads_with_norm_'s in-place mul_
     }
     if constexpr (Maximize) {
       ga = -ga;
     }
     if constexpr (Decay) {
       if constexpr (Decoupled) {
-        pa = pa * decay_factor;
+        pa = pa * decay_factor;  // param.mul_(1 - lr * weight_decay)
       } else {
-        ga = ga + weight_decay * pa;
+        ga = fmadd(pa, weight_decay, ga);  // grad.add(param, alpha=weight_decay)
       }
     }
-    Acc ma = static_cast<Acc>(m[i]);
-    ma = ma + lerp_weight * (ga - ma);
-    Acc va = static_cast<Acc>(v[i]) * beta2;
-    va = va + one_minus_beta2 * ga * ga;
+    // exp_avg.lerp_(grad, 1 - beta1)
+    const Acc ma = lerp(static_cast<Acc>(m[i]), ga, lerp_weight, small_weight);
+    // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    const Acc va_decayed = static_cast<Acc>(v[i]) * beta2;
+    const Acc va = fmadd(one_minus_beta2 * ga, ga, va_decayed);
     Acc second = va;
     if constexpr (Amsgrad) {
-      const Acc prev = static_cast<Acc>(vmax[i]);
-      second = prev > va ? prev : va;
+      second = nan_maximum(static_cast<Acc>(vmax[i]), va);  // torch.maximum(..., out=max)
       vmax[i] = static_cast<T>(second);
     }
-    const Acc denom = std::sqrt(second) / bias_correction2_sqrt + eps;
-    pa = pa + neg_step_size * (ma / denom);
-    p[i] = static_cast<T>(pa);
     m[i] = static_cast<T>(ma);
     v[i] = static_cast<T>(va);
+    if constexpr (kTorchSqrt) {
+      if constexpr (Decoupled) {
+        p[i] = pa;
+      }
+      root[i] = second;
+    } else {
+      const Acc denom = std::sqrt(second) / bias_correction2_sqrt + eps;
+      p[i] = static_cast<T>(pa + (neg_step_size * ma) / denom);
+    }
+  }
+  if constexpr (kTorchSqrt) {
+    torch_sqrt(root, n);
+    for (int64_t i = 0; i < n; ++i) {
+      // denom = (second.sqrt() / bias_correction2_sqrt).add_(eps)
+      const Acc denom = root[i] / bias_correction2_sqrt + eps;
+      // param.addcdiv_(exp_avg, denom, value=-step_size)
+      p[i] = p[i] + (neg_step_size * m[i]) / denom;
+    }
   }
 }
 
@@ -144,8 +214,9 @@ void sgd_chunk(const StepTensor& t, int64_t begin, int64_t n, const SGDHyper& h,
   T* __restrict p = static_cast<T*>(t.param) + begin;
   const T* __restrict g = static_cast<const T*>(t.grad) + begin;
   T* __restrict buf = Momentum ? static_cast<T*>(t.state[0]) + begin : nullptr;
+  // NOTE [Torch's rounding]; the steps of torch's single-tensor SGD.
   for (int64_t i = 0; i < n; ++i) {
-    Acc pa = static_cast<Acc>(p[i]);
+    const Acc pa = static_cast<Acc>(p[i]);
     Acc ga = static_cast<Acc>(g[i]);
     if (mult.active) {
       ga = ga * multiplier;
@@ -154,15 +225,17 @@ void sgd_chunk(const StepTensor& t, int64_t begin, int64_t n, const SGDHyper& h,
       ga = -ga;
     }
     if (h.weight_decay != 0) {
-      ga = ga + weight_decay * pa;
+      ga = fmadd(pa, weight_decay, ga);  // grad.add(param, alpha=weight_decay)
     }
     if constexpr (Momentum) {
+      // buf = grad.clone() first, then buf.mul_(momentum).add_(grad, alpha=1 - dampening)
       const Acc ba =
-          first_step ? ga : static_cast<Acc>(buf[i]) * momentum + one_minus_dampening * ga;
+          first_step ? ga : fmadd(ga, one_minus_dampening, static_cast<Acc>(buf[i]) * momentum);
       buf[i] = static_cast<T>(ba);
-      ga = h.nesterov ? ga + momentum * ba : ba;
+      // grad.add(buf, alpha=momentum) (nesterov) or buf
+      ga = h.nesterov ? fmadd(ba, momentum, ga) : ba;
     }
-    p[i] = static_cast<T>(pa + neg_lr * ga);
+    p[i] = static_cast<T>(fmadd(ga, neg_lr, pa));  // param.add_(grad, alpha=-lr)
   }
 }
 

@@ -4,14 +4,16 @@
 
 #include "checks.h"
 #include "ops/grouping.h"
-#include "ops/optim_params.h"
-#include "ops/total_norm.h"
 #include "ops/optim_checks.h"
+#include "ops/optim_params.h"
+#include "ops/step_checks.h"
+#include "ops/total_norm.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -25,9 +27,13 @@ namespace {
 // multiplies each gradient by clip coefficient / grad scale as it reads it. The decision to
 // skip (non-finite norm, or GradScaler's found_inf) is a device tensor that the step kernels
 // read: no value comes back to the host.
+//
+// The norm, the clip coefficient and the multiplier are in the gradients' accumulate dtype
+// (fp64 when any gradient is fp64, else fp32), as torch's clip_grad_norm_ computes them: an
+// fp64 model is clipped and unscaled with an fp64 coefficient.
 struct StepGuard {
-  at::Tensor norm;        // fp32 norm of the unscaled gradients (undefined if not computed)
-  at::Tensor multiplier;  // fp32 gradient multiplier (undefined: 1)
+  at::Tensor norm;        // norm of the unscaled gradients, fp32/fp64 (undefined: not computed)
+  at::Tensor multiplier;  // gradient multiplier, fp32/fp64 (undefined: 1)
   at::Tensor skip;        // fp32 1/0 (undefined: never skip)
 };
 
@@ -35,14 +41,17 @@ StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, 
                      bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
                      const std::optional<at::Tensor>& found_inf) {
   StepGuard guard;
+  const at::ScalarType acc_dtype = accumulate_dtype(grads);
   at::Tensor inv_scale;
   if (grad_scale.has_value() && grad_scale->defined()) {
     TORCH_CHECK(grad_scale->numel() == 1, "grad_scale must hold one value, got ",
                 grad_scale->sizes());
-    inv_scale = at::reciprocal(grad_scale->reshape({}).to(at::kFloat));
+    // GradScaler.unscale_'s factor: the reciprocal in fp64, rounded to fp32.
+    inv_scale = at::reciprocal(grad_scale->reshape({}).to(at::kDouble)).to(at::kFloat);
+    inv_scale = inv_scale.to(acc_dtype);
   }
   if (max_grad_norm || skip_nonfinite) {
-    guard.norm = total_norm_accumulated(grads, norm_type).to(at::kFloat);
+    guard.norm = total_norm_accumulated(grads, norm_type).to(acc_dtype);
     if (inv_scale.defined()) {
       guard.norm = guard.norm * inv_scale.to(guard.norm.device());
     }
@@ -141,7 +150,9 @@ at::Tensor finish(const StepGuard& guard, at::Tensor& skipped_steps) {
   if (guard.skip.defined()) {
     skipped_steps.add_(guard.skip.to(skipped_steps.device(), skipped_steps.scalar_type()));
   }
-  return guard.norm.defined() ? guard.norm : at::empty({0}, at::TensorOptions().dtype(at::kFloat));
+  // The op returns the norm in fp32 whatever the gradients' dtype (see its schema).
+  return guard.norm.defined() ? guard.norm.to(at::kFloat)
+                              : at::empty({0}, at::TensorOptions().dtype(at::kFloat));
 }
 
 at::Tensor fused_adam_composite(
@@ -163,8 +174,12 @@ at::Tensor fused_adam_composite(
     check_adam_hyper({lr[g], beta1[g], beta2[g], eps[g], weight_decay[g], amsgrad[g], maximize[g],
                       decoupled_weight_decay[g]});
   }
-  TORCH_CHECK(grads.size() == params.size(), "fused_adam_: ", grads.size(), " grads for ",
-              params.size(), " params");
+  const bool any_amsgrad = std::find(amsgrad.begin(), amsgrad.end(), true) != amsgrad.end();
+  check_list_length("fused_adam_", "grads", grads, params.size(), true);
+  check_list_length("fused_adam_", "exp_avgs", exp_avgs, params.size(), true);
+  check_list_length("fused_adam_", "exp_avg_sqs", exp_avg_sqs, params.size(), true);
+  check_list_length("fused_adam_", "max_exp_avg_sqs", max_exp_avg_sqs, params.size(), any_amsgrad);
+  check_list_length("fused_adam_", "steps", steps, params.size(), true);
   check_strided(grads, "fused_adam_", "grads");
   static auto kernel =
       c10::Dispatcher::singleton()
@@ -203,8 +218,12 @@ at::Tensor fused_sgd_composite(
   for (size_t g = 0; g < group_sizes.size(); ++g) {
     check_sgd_hyper({lr[g], momentum[g], dampening[g], weight_decay[g], nesterov[g], maximize[g]});
   }
-  TORCH_CHECK(grads.size() == params.size(), "fused_sgd_: ", grads.size(), " grads for ",
-              params.size(), " params");
+  const bool any_momentum =
+      std::any_of(momentum.begin(), momentum.end(), [](double m) { return m != 0; });
+  check_list_length("fused_sgd_", "grads", grads, params.size(), true);
+  check_list_length("fused_sgd_", "momentum_buffers", momentum_buffers, params.size(),
+                    any_momentum);
+  check_list_length("fused_sgd_", "steps", steps, params.size(), true);
   check_strided(grads, "fused_sgd_", "grads");
   static auto kernel =
       c10::Dispatcher::singleton()

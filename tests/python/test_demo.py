@@ -42,6 +42,41 @@ def test_cpp_demo_help():
     assert result.returncode == 0 and "--device" in result.stdout and "--steps" in result.stdout
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "nan"], "--lr: 'nan' is not a finite number > 0"),
+    (["--max-grad-norm", "nan"], "--max-grad-norm: 'nan' is not a finite number > 0"),
+    (["--lr=-1"], "--lr: '-1' is not a finite number > 0"),
+    (["--steps", "abc"], "--steps: 'abc' is not a whole number"),
+    (["--steps", "12abc"], "--steps: '12abc' is not a whole number"),
+    (["--steps"], "--steps needs a value"),
+    (["--device", "tpu"], "--device: 'tpu' is not cpu or cuda"),
+    (["--frobnicate"], "unknown argument '--frobnicate'"),
+])
+def test_cpp_demo_refuses_bad_arguments_with_usage_error(args, message, tmp_path):
+    if not DEMO.exists():
+        pytest.skip(f"the C++ demo is not built under {BUILD}")
+    result = subprocess.run([str(DEMO), "--out", str(tmp_path), *args], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    # 2: a usage error, not an abort (-6) from an uncaught exception.
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert message in result.stderr
+    assert "terminate called" not in result.stderr
+    assert not list(tmp_path.glob("core*"))
+
+
+def test_cpp_demo_short_run_is_not_called_diverged(tmp_path):
+    """20 steps: the losses are finite and falling, so no run may be labelled DIVERGED."""
+    if not DEMO.exists():
+        pytest.skip(f"the C++ demo is not built under {BUILD}")
+    result = subprocess.run([str(DEMO), "--steps", "20", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = [line for line in result.stdout.splitlines() if line.startswith(("Adam", "FusedAdam"))]
+    assert len(table) == 3
+    for line in table:
+        assert "DIVERGED" not in line and line.endswith("still training"), line
+
+
 def test_python_demo_tells_the_same_story():
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "python" / "exploding_gradients.py"),
                              "--steps", "300"], capture_output=True, text=True, timeout=300)

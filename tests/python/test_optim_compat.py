@@ -505,3 +505,30 @@ def test_default_leaves_grads_scaled_as_documented():
     _, ref = _amp_run(lambda p: torch.optim.Adam(p, lr=1e-2), lambda m, o, s: s.step(o), steps=1)
     for g, h in zip(grads[0], ref[0]):
         assert torch.equal(g, h * 2.0**8)  # still multiplied by the scale, as backward left them
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_staged_layouts_and_write_back_do_not_synchronize():
+    params = [torch.nn.Parameter(torch.randn(10, device="cuda")),
+              torch.nn.Parameter(torch.randn(5, 5, device="cuda")),
+              torch.nn.Parameter(torch.randn(4, 3, dtype=torch.complex64, device="cuda"))]
+    noncontig = torch.nn.Parameter(torch.randn(10, 2, device="cuda"))[..., 0].detach().requires_grad_()
+    params.append(noncontig)
+    opt = so.FusedAdam(params, max_grad_norm=1.0, amsgrad=True, write_back_grads=True)
+
+    def grads():
+        params[0].grad = torch.randn(10, device="cuda")
+        params[1].grad = torch.randn(5, 5, device="cuda").t()
+        params[2].grad = torch.randn(4, 3, dtype=torch.complex64, device="cuda")
+        params[3].grad = torch.randn(10, 2, device="cuda")[:, 0]
+
+    grads()
+    opt.step()  # allocates the state
+    grads()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert opt.skipped_steps.item() == 0

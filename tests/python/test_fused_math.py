@@ -343,3 +343,28 @@ def test_other_grad_layouts_refused_by_op(make_grad):
     state = {"exp_avg": [torch.zeros_like(p)], "exp_avg_sq": [torch.zeros_like(p)]}
     with pytest.raises(RuntimeError, match=r"grads\[0\].*strides of every dimension of size > 1"):
         _adam_op_step([p], [make_grad()], state, 1)
+
+
+@pytest.mark.parametrize("opt", ["Adam", "SGD"])
+def test_fp64_clipped_and_unscaled_in_fp64(opt):
+    # GradScaler (a scale whose reciprocal is inexact) + clipping on fp64 params: torch unscales
+    # with the fp32 inverse scale and clips with an fp64 coefficient; so must the fused step.
+    # Rounding differences per step are ~1e-16 relative; 1e-13 after 30 steps (see CLIP_RTOL).
+    kw = {"Adam": dict(lr=3e-2), "SGD": dict(lr=3e-2, momentum=0.9)}[opt]
+    ours = make_params(torch.float64)
+    theirs = clone_params(ours)
+    opt_ours = getattr(so, "Fused" + opt)(ours, max_grad_norm=1.0, **kw)
+    opt_theirs = getattr(torch.optim, opt)(theirs, foreach=False, **kw)
+    scalers = [torch.amp.GradScaler("cpu", init_scale=1000.0, growth_interval=10**6) for _ in range(2)]
+    for step in range(30):
+        set_grads(ours, theirs, step, scale=5.0 * 1000.0)  # as if scaled by the scaler
+        for scaler in scalers:
+            scaler.scale(torch.ones(()))  # the scaler starts its bookkeeping here
+        scalers[0].step(opt_ours)
+        scalers[0].update()
+        scalers[1].unscale_(opt_theirs)
+        torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+        scalers[1].step(opt_theirs)
+        scalers[1].update()
+    for i, (p, q) in enumerate(zip(ours, theirs)):
+        assert_close_scaled(p, q, CLIP_RTOL[torch.float64], f"param {i}")

@@ -23,11 +23,30 @@ c10::TypedOperatorHandle<Signature> op(const char* name) {
 }
 
 void check_grads(at::TensorList grads, const char* fn) {
-  check_strided(grads, fn, "grads");
+  check_dense_layout(grads, fn, "grads");
+}
+
+// The grads the multi-tensor kernels update, by device; the others (strided views, other
+// dtypes) are updated by `fallback` with ATen, as torch's per-tensor fallback does.
+template <typename Fallback>
+std::vector<std::vector<at::Tensor>> split_for_kernels(const DeviceGroups& groups,
+                                                       Fallback fallback) {
+  std::vector<std::vector<at::Tensor>> kernel(groups.devices.size());
+  for (size_t i = 0; i < groups.devices.size(); ++i) {
+    for (const auto& g : groups.tensors[i]) {
+      if (in_place_kernel_tensor(g)) {
+        kernel[i].push_back(g);
+      } else {
+        fallback(i, g);
+      }
+    }
+  }
+  return kernel;
 }
 
 void clip_grads_with_norm_composite(at::TensorList grads, double max_norm,
                                     const at::Tensor& total_norm) {
+  at::NoGradGuard no_grad;  // an in-place update of the grads, never recorded (torch: @_no_grad)
   TORCH_CHECK_VALUE(max_norm >= 0, "clip_grads_with_norm_: max_norm must be >= 0, got ", max_norm);
   TORCH_CHECK(total_norm.numel() == 1,
               "clip_grads_with_norm_: total_norm must hold one value, got ", total_norm.sizes());
@@ -41,22 +60,23 @@ void clip_grads_with_norm_composite(at::TensorList grads, double max_norm,
   for (const auto& g : grads) {
     groups.add(g);
   }
-  for (size_t i = 0; i < groups.devices.size(); ++i) {
-    const at::Tensor device_coef = coef.to(groups.devices[i]);
-    std::vector<at::Tensor> kernel;
-    for (const auto& g : groups.tensors[i]) {
-      if (in_place_kernel_tensor(g)) {
-        kernel.push_back(g);
-      } else {
-        g.mul_(device_coef);  // strided views and other dtypes: ATen, as torch's fallback
-      }
+  std::vector<at::Tensor> device_coefs;
+  for (const auto& device : groups.devices) {
+    device_coefs.push_back(coef.to(device));
+  }
+  // A complex grad times the real coefficient scales both parts, as torch's mul does.
+  const auto kernel =
+      split_for_kernels(groups, [&](size_t i, const at::Tensor& g) { g.mul_(device_coefs[i]); });
+  for (size_t i = 0; i < kernel.size(); ++i) {
+    if (!kernel[i].empty()) {
+      scale.call(kernel[i], device_coefs[i]);
     }
-    scale.call(kernel, device_coef);
   }
 }
 
 at::Tensor clip_grad_norm_composite(at::TensorList grads, double max_norm, double norm_type,
                                     bool error_if_nonfinite) {
+  at::NoGradGuard no_grad;
   TORCH_CHECK_VALUE(max_norm >= 0, "clip_grad_norm_: max_norm must be >= 0, got ", max_norm);
   static auto total_norm =
       op<at::Tensor(at::TensorList, double, bool)>("steadystep::get_total_norm");
@@ -66,23 +86,25 @@ at::Tensor clip_grad_norm_composite(at::TensorList grads, double max_norm, doubl
 }
 
 void clip_grad_value_composite(at::TensorList grads, double clip_value) {
+  at::NoGradGuard no_grad;
   TORCH_CHECK_VALUE(clip_value >= 0, "clip_grad_value_: clip_value must be >= 0, got ", clip_value);
+  // Every check before the first gradient changes: an error leaves all of them as they were.
   check_grads(grads, "clip_grad_value_");
+  for (const auto& g : grads) {
+    TORCH_CHECK_NOT_IMPLEMENTED(!g.is_complex(), "clamp is not supported for complex types");
+  }
   static auto clamp = op<void(at::TensorList, double)>("steadystep::_clamp_");
   DeviceGroups groups;
   for (const auto& g : grads) {
     groups.add(g);
   }
-  for (const auto& group : groups.tensors) {
-    std::vector<at::Tensor> kernel;
-    for (const auto& g : group) {
-      if (in_place_kernel_tensor(g)) {
-        kernel.push_back(g);
-      } else {
-        g.clamp_(-clip_value, clip_value);
-      }
+  const auto kernel = split_for_kernels(
+      groups, [&](size_t, const at::Tensor& g) { g.clamp_(-clip_value, clip_value); });
+  for (const auto& group : kernel) {
+    // An empty list has no tensor to dispatch on: the call would fail.
+    if (!group.empty()) {
+      clamp.call(group, clip_value);
     }
-    clamp.call(kernel, clip_value);
   }
 }
 

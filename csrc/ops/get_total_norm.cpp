@@ -25,15 +25,21 @@ at::Tensor call_total_norm_kernel(at::TensorList tensors, double norm_type) {
 
 }  // namespace
 
-// NOTE [Grouping]: torch groups tensors by device (and dtype) and takes the norm of the
-// per-group norms. Our kernels take mixed dtypes, so one kernel call per device suffices;
-// tensors the kernels do not cover (other dtypes or orders) go through vector_norm one by one,
-// as torch's own fallback does.
+// NOTE [Grouping]: torch groups tensors by device (and dtype), takes one norm per tensor and
+// then the norm of the stacked per-tensor norms, with the same order. Our kernels take mixed
+// dtypes and, for p > 0 and inf, reduce a whole device group at once (the same value: the norm
+// of the norms of the parts is the norm of the whole); tensors the kernels do not cover (complex
+// and other dtypes, orders p <= 0 and nan) go through vector_norm one by one, as torch's own
+// fallback does. The per-part norms are then always combined by vector_norm, even when there
+// is one: for p = 0 that combination counts nonzero parts (torch's answer), where the one
+// part's own norm would count nonzero elements.
 at::Tensor total_norm_accumulated(at::TensorList tensors, double norm_type) {
+  // A norm is a number about the gradients, never part of a graph (torch's @_no_grad).
+  at::NoGradGuard no_grad;
   if (tensors.empty()) {
     return at::zeros({}, at::TensorOptions().dtype(at::kFloat));
   }
-  check_strided(tensors, "get_total_norm", "tensors");
+  check_dense_layout(tensors, "get_total_norm", "tensors");
   const c10::Device first_device = tensors[0].device();
   NormKind kind;
   const bool kernel_order = kernel_norm_kind(norm_type, &kind);
@@ -43,7 +49,7 @@ at::Tensor total_norm_accumulated(at::TensorList tensors, double norm_type) {
     if (kernel_order && is_kernel_dtype(t.scalar_type())) {
       groups.add(t);
     } else {
-      norms.push_back(at::linalg_vector_norm(t, norm_type));
+      norms.push_back(at::linalg_vector_norm(t, norm_type));  // real, also for complex `t`
     }
   }
   for (const auto& group : groups.tensors) {
@@ -53,7 +59,8 @@ at::Tensor total_norm_accumulated(at::TensorList tensors, double norm_type) {
   for (const auto& n : norms) {
     combine_dtype = c10::promoteTypes(combine_dtype, n.scalar_type());
   }
-  if (norms.size() == 1) {
+  if (norms.size() == 1 && kernel_order) {
+    // For p > 0 and inf the norm of one non-negative number is that number.
     return norms[0].to(first_device, combine_dtype);
   }
   // Combine in at least fp32, as vector_norm over the stacked per-group norms does.
@@ -65,21 +72,37 @@ at::Tensor total_norm_accumulated(at::TensorList tensors, double norm_type) {
   return at::linalg_vector_norm(at::stack(moved), norm_type);
 }
 
+at::Tensor nonfinite(const at::Tensor& t) {
+  // x - x is 0 for every finite x and nan for inf and nan. (at::isfinite goes through abs.out,
+  // which LibTorch without Python has no Meta kernel for.)
+  return at::ne(at::sub(t, t), 0);
+}
+
+at::ScalarType total_norm_dtype(at::TensorList tensors) {
+  // The per-tensor norms are real (a complex tensor's norm has its real dtype), and the
+  // stack of them promotes.
+  at::ScalarType dtype = c10::toRealValueType(tensors[0].scalar_type());
+  for (const auto& t : tensors) {
+    dtype = c10::promoteTypes(dtype, c10::toRealValueType(t.scalar_type()));
+  }
+  return dtype;
+}
+
 namespace {
 
 at::Tensor get_total_norm_composite(at::TensorList tensors, double norm_type,
                                     bool error_if_nonfinite) {
+  at::NoGradGuard no_grad;
   if (tensors.empty()) {
     return at::zeros({}, at::TensorOptions().dtype(at::kFloat));
   }
-  at::ScalarType result_dtype = tensors[0].scalar_type();
-  for (const auto& t : tensors) {
-    result_dtype = c10::promoteTypes(result_dtype, t.scalar_type());
-  }
-  const at::Tensor total = total_norm_accumulated(tensors, norm_type).to(result_dtype);
+  const at::Tensor total = total_norm_accumulated(tensors, norm_type).to(total_norm_dtype(tensors));
   if (error_if_nonfinite) {
+    TORCH_CHECK(!total.is_meta(),
+                "get_total_norm: error_if_nonfinite=True needs the norm's "
+                "value, and a meta tensor has none");
     // The one check that reads the norm on the host, as torch's does.
-    TORCH_CHECK(total.isfinite().item<bool>(), "The total norm of order ", norm_type,
+    TORCH_CHECK(!nonfinite(total).item<bool>(), "The total norm of order ", norm_type,
                 " for gradients from `parameters` is non-finite (", total.item<double>(),
                 "), so it cannot be clipped. To scale the gradients by the non-finite norm "
                 "anyway, set `error_if_nonfinite=False`");

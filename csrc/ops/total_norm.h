@@ -5,12 +5,31 @@
 // finite fp16 gradients can overflow; the fused steps must not mistake that for inf).
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 namespace steadystep {
 
 /// The `norm_type`-norm of all `tensors` as one vector, 0-dim on tensors[0]'s device, in fp32
-/// (fp64 when an input is fp64). Empty list: 0.
+/// (fp64 when an input is fp64). Empty list: 0. Computed without autograd history.
 at::Tensor total_norm_accumulated(at::TensorList tensors, double norm_type);
+
+/// The dtype torch's get_total_norm returns for `tensors` (non-empty): the promotion of their
+/// real dtypes (a complex tensor's norm is real).
+at::ScalarType total_norm_dtype(at::TensorList tensors);
+
+/// Bool tensor, true where `t` is inf or nan: at::isfinite negated, but with kernels for every
+/// backend, Meta included.
+at::Tensor nonfinite(const at::Tensor& t);
+
+/// Every tensor of `tensors` is strided; a sparse (or other) layout raises NotImplementedError,
+/// the error torch's clipping functions give for them, before anything has changed.
+inline void check_dense_layout(at::TensorList tensors, const char* op, const char* arg) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    TORCH_CHECK_NOT_IMPLEMENTED(tensors[i].layout() == at::kStrided, op, ": ", arg, "[", i,
+                                "] has layout ", tensors[i].layout(),
+                                "; only dense (strided) tensors are supported");
+  }
+}
 
 }  // namespace steadystep
 

@@ -192,3 +192,93 @@ TEST(ClipGradsWithNorm, UsesTheGivenNorm) {
 }
 
 }  // namespace
+
+namespace {
+
+// torch takes the norm of the per-tensor norms with the same order: for p = 0 that counts the
+// tensors with a nonzero element, also when there is just one tensor.
+TEST(GetTotalNorm, OrderZeroCountsNonzeroTensors) {
+  const auto t = torch::tensor({0.0f, 1.0f, 2.0f, 0.0f});
+  EXPECT_EQ(steadystep::get_total_norm({t}, 0.0).item<double>(), 1.0);
+  EXPECT_EQ(steadystep::get_total_norm({torch::zeros({3})}, 0.0).item<double>(), 0.0);
+  EXPECT_EQ(steadystep::get_total_norm({t, t * 2, torch::zeros({2})}, 0.0).item<double>(), 2.0);
+}
+
+TEST(GetTotalNorm, ComplexGivesRealNorm) {
+  const auto c = torch::randn({50}, torch::kComplexFloat);
+  const auto norm = steadystep::get_total_norm({c});
+  EXPECT_EQ(norm.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(norm.item<double>(), torch::view_as_real(c).norm().item<double>(), 1e-5);
+  auto p =
+      torch::zeros({50}, torch::TensorOptions().dtype(torch::kComplexFloat)).requires_grad_(true);
+  p.mutable_grad() = c * 10;
+  const auto clipped = steadystep::clip_grad_norm_({p}, 1.0);
+  EXPECT_EQ(clipped.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(p.grad().abs().pow(2).sum().sqrt().item<double>(), 1.0, 1e-5);
+}
+
+// The norm is never part of an autograd graph, as torch's (computed under no_grad).
+TEST(GetTotalNorm, NoAutogradHistory) {
+  const auto x = torch::randn({10}, torch::requires_grad());
+  for (double p : {0.0, 2.0, 3.5}) {
+    const auto norm = steadystep::get_total_norm({x * 2}, p);
+    EXPECT_FALSE(norm.requires_grad()) << "p=" << p;
+    EXPECT_FALSE(norm.grad_fn()) << "p=" << p;
+  }
+}
+
+// Meta tensors: shapes and dtypes only, no "no Meta kernel" error on the way.
+TEST(GetTotalNorm, MetaTensorsGiveMetaResults) {
+  const auto opts = torch::TensorOptions().device(torch::kMeta);
+  const std::vector<torch::Tensor> ts = {torch::empty({3, 4}, opts),
+                                         torch::empty({5}, opts.dtype(torch::kHalf)),
+                                         torch::empty({7, 2}, opts).t()};
+  for (double p : {0.0, 1.0, 2.0, 3.5, kInf, -kInf}) {
+    const auto norm = steadystep::get_total_norm(ts, p);
+    EXPECT_TRUE(norm.is_meta()) << "p=" << p;
+    EXPECT_EQ(norm.dim(), 0);
+    EXPECT_EQ(norm.scalar_type(), torch::kFloat);
+  }
+  std::vector<torch::Tensor> params;
+  for (const auto& t : ts) {
+    auto p = torch::empty(t.sizes(), t.options()).requires_grad_(true);
+    p.mutable_grad() = torch::empty_like(t);
+    params.push_back(p);
+  }
+  const auto norm = steadystep::clip_grad_norm_(params, 1.0);
+  EXPECT_TRUE(norm.is_meta());
+  steadystep::clip_grad_value_(params, 1.0);
+  // A meta norm has no value to check.
+  EXPECT_THROW(steadystep::get_total_norm(ts, 2.0, /*error_if_nonfinite=*/true), c10::Error);
+}
+
+// A device whose grads are all strided views hands the kernel nothing; that used to fail after
+// the other grads had already been clamped.
+TEST(ClipGradValue, OnlyNonDenseGrads) {
+  const auto base = torch::randn({6, 4}) * 5;
+  auto p = torch::zeros({6, 2}, torch::requires_grad());
+  p.mutable_grad() = base.clone().slice(1, 0, 4, 2);
+  steadystep::clip_grad_value_({p}, 1.0);
+  EXPECT_TRUE(torch::equal(p.grad(), base.slice(1, 0, 4, 2).clamp(-1.0, 1.0)));
+}
+
+}  // namespace
+
+#include <steadystep/optim.h>
+
+namespace {
+
+// The fused steps' non-finite guard on meta norms: the step runs (shapes only) instead of
+// failing in at::isfinite, which goes through abs.out (no Meta kernel in LibTorch alone).
+TEST(GetTotalNorm, MetaFusedStepGuard) {
+  const auto opts = torch::TensorOptions().device(torch::kMeta);
+  auto p = torch::empty({3, 4}, opts).requires_grad_(true);
+  p.mutable_grad() = torch::empty({3, 4}, opts);
+  steadystep::FusedAdam adam({p}, steadystep::FusedAdamOptions(1e-3).max_grad_norm(1.0));
+  EXPECT_NO_THROW(adam.step());
+  steadystep::FusedSGD sgd({p}, steadystep::FusedSGDOptions(1e-3).max_grad_norm(1.0));
+  EXPECT_NO_THROW(sgd.step());
+  EXPECT_TRUE(p.is_meta());
+}
+
+}  // namespace

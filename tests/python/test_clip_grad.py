@@ -308,3 +308,129 @@ def test_grads_on_cpu_and_cuda_are_grouped_like_torch():
     want = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
     assert got.device == want.device == torch.device("cpu")
     torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+
+
+# ---- orders, complex grads, autograd, layouts, meta (issue 11, items 10-13, 23) ------------
+
+ORDERS = [0.0, 0.5, 1.0, 2.0, 3.5, math.inf, -math.inf, -1.0, -2.0, math.nan]
+
+
+@pytest.mark.parametrize("norm_type", ORDERS)
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_every_order_matches_torch_for_one_and_many_tensors(norm_type, count):
+    # Zeros included: p = 0 counts the tensors with a nonzero element (torch takes the norm of the
+    # per-tensor norms with the same order), also for one tensor, where it once counted elements.
+    gen = torch.Generator().manual_seed(count)
+    tensors = [torch.randn(7, generator=gen) * (i + 1) for i in range(count)]
+    tensors[0][2] = 0.0
+    if count > 1:
+        tensors[1].zero_()
+    ours = steadystep.get_total_norm(tensors, norm_type)
+    theirs = torch.nn.utils.get_total_norm(tensors, norm_type)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape == ()
+    torch.testing.assert_close(ours, theirs, rtol=4e-6, atol=0, equal_nan=True)
+    if norm_type == 0.0:
+        assert ours.item() == sum(1 for t in tensors if t.any())
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_complex_grads_norm_is_real_and_clipped_like_torch(dtype):
+    gen = torch.Generator().manual_seed(4)
+    grads = [torch.randn(30, generator=gen, dtype=dtype) * 3, torch.randn(5, 2, generator=gen) * 2]
+    for norm_type in [1.0, 2.0, math.inf, 3.0]:
+        ours_norm = steadystep.get_total_norm(grads, norm_type)
+        theirs_norm = torch.nn.utils.get_total_norm(grads, norm_type)
+        assert ours_norm.dtype == theirs_norm.dtype == grads[0].real.dtype
+        torch.testing.assert_close(ours_norm, theirs_norm, rtol=4e-6, atol=0)
+        ours, theirs = params_with_grads(grads)
+        got = steadystep.clip_grad_norm_(ours, 1.0, norm_type)
+        want = torch.nn.utils.clip_grad_norm_(theirs, 1.0, norm_type)
+        torch.testing.assert_close(got, want, rtol=4e-6, atol=0)
+        for p, q in zip(ours, theirs):
+            assert p.grad.dtype == q.grad.dtype
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=0)
+    single = steadystep.get_total_norm(grads[0])
+    assert single.dtype == grads[0].real.dtype
+
+
+def test_norm_has_no_autograd_history():
+    x = torch.randn(10, requires_grad=True)
+    y = torch.randn(3, 3, requires_grad=True)
+    for norm_type in [0.0, 2.0, 3.5, math.inf]:
+        ours = steadystep.get_total_norm([x * 2, y], norm_type)
+        theirs = torch.nn.utils.get_total_norm([x * 2, y], norm_type)
+        assert ours.grad_fn is None and theirs.grad_fn is None and not ours.requires_grad
+    # Grads that are themselves part of a graph (create_graph=True): clipped in place, as torch
+    # does under no_grad, and the returned norm has no history.
+    grads = []
+    for _ in range(2):
+        w = torch.randn(4, requires_grad=True)
+        (g,) = torch.autograd.grad((w**3).sum(), w, create_graph=True)
+        grads.append(g)
+    ours, theirs = params_with_grads(grads)
+    for p, g in zip(ours, grads):
+        p.grad = g * 1.0  # still requires grad
+    got = steadystep.clip_grad_norm_(ours, 0.1)
+    want = torch.nn.utils.clip_grad_norm_(theirs, 0.1)
+    assert got.grad_fn is None
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p.grad.detach(), q.grad.detach(), rtol=1e-6, atol=0)
+
+
+def test_clip_grad_value_when_a_device_holds_only_strided_views():
+    # Every grad a non-dense view: no grad for the multi-tensor kernel (the empty call used to fail).
+    grads = [torch.randn(6, 4) * 5, torch.randn(8, 3) * 5]
+    ours, theirs = params_with_grads([g[:, ::2] for g in grads])
+    for p, q, g in zip(ours, theirs, grads):
+        p.grad, q.grad = g.clone()[:, ::2], g.clone()[:, ::2]
+    steadystep.clip_grad_value_(ours, 1.0)
+    torch.nn.utils.clip_grad_value_(theirs, 1.0)
+    for p, q in zip(ours, theirs):
+        assert torch.equal(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("bad", ["sparse", "complex"])
+def test_clip_grad_value_raises_like_torch_before_changing_anything(bad):
+    dense = torch.nn.Parameter(torch.zeros(5))
+    dense.grad = torch.randn(5) * 10
+    other = torch.nn.Parameter(torch.zeros(3, 3, dtype=torch.complex64 if bad == "complex" else torch.float32))
+    other.grad = torch.randn(3, 3, dtype=torch.complex64) * 10 if bad == "complex" else (torch.eye(3) * 10).to_sparse()
+    strided_view = torch.nn.Parameter(torch.zeros(4))
+    strided_view.grad = (torch.randn(4, 2) * 10)[:, 0]
+    params = [dense, strided_view, other]
+    before = [p.grad.clone() for p in params]
+    with pytest.raises(NotImplementedError):
+        torch.nn.utils.clip_grad_value_([other], 1.0)  # what torch raises (nothing else changes)
+    for p, b in zip(params, before):
+        assert torch.equal(p.grad.to_dense(), b.to_dense())
+    with pytest.raises(NotImplementedError):
+        steadystep.clip_grad_value_(params, 1.0)
+    for p, b in zip(params, before):
+        assert torch.equal(p.grad.to_dense(), b.to_dense())  # nothing clamped before the error
+
+
+def test_sparse_grads_raise_not_implemented_like_torch():
+    p = torch.nn.Parameter(torch.zeros(3, 3))
+    p.grad = torch.eye(3).to_sparse()
+    for fn in (torch.nn.utils.clip_grad_norm_, steadystep.clip_grad_norm_):
+        with pytest.raises(NotImplementedError):
+            fn([p], 1.0)
+
+
+@pytest.mark.parametrize("norm_type", [0.0, 1.0, 2.0, 3.5, math.inf, -math.inf])
+def test_meta_tensors_give_meta_results(norm_type):
+    tensors = [torch.empty(3, 4, device="meta"), torch.empty(5, device="meta", dtype=torch.float16),
+               torch.empty(7, 2, device="meta").t()]
+    ours = steadystep.get_total_norm(tensors, norm_type)
+    theirs = torch.nn.utils.get_total_norm(tensors, norm_type)
+    assert ours.is_meta and ours.shape == theirs.shape == () and ours.dtype == theirs.dtype
+    params = []
+    for t in tensors:
+        p = torch.nn.Parameter(torch.empty_like(t))
+        p.grad = torch.empty_like(t)
+        params.append(p)
+    got = steadystep.clip_grad_norm_(params, 1.0, norm_type)
+    assert got.is_meta and got.dtype == torch.float32
+    steadystep.clip_grad_value_(params, 1.0)
+    steadystep.clip_grads_with_norm_(params, 1.0, got)

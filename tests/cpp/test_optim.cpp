@@ -443,6 +443,52 @@ TEST(FusedOptimizerArchives, ClippingSettingsComeFromTheArchive) {
   }
 }
 
+TEST(FusedOptimizerArchives, EarlierSteadystepArchivesWithTensorStepsStillLoad) {
+  // The layout earlier builds wrote: the same as today's, but each step an fp32 0-dim tensor.
+  const steadystep::FusedAdamOptions o = steadystep::FusedAdamOptions().amsgrad(true);
+  auto params = fresh_params();
+  steadystep::FusedAdam first(groups(params, o), o);
+  run(first, params, 0, kSaveAt);
+  torch::serialize::OutputArchive archive;
+  auto cu = archive.compilation_unit();
+  archive.write("pytorch_version", c10::IValue("1.5.0"));
+  torch::serialize::OutputArchive states(cu), param_groups(cu);
+  param_groups.write("param_groups/size", torch::tensor(int64_t{2}));
+  for (size_t g = 0; g < 2; ++g) {
+    torch::serialize::OutputArchive group(cu), options(cu);
+    const auto& group_params = first.param_groups()[g].params();
+    group.write("params/size", torch::tensor(static_cast<int64_t>(group_params.size())));
+    for (size_t j = 0; j < group_params.size(); ++j) {
+      const std::string key = std::to_string(j + 10 * g);
+      group.write("params/" + std::to_string(j), c10::IValue(key));
+      const auto& s = static_cast<const steadystep::FusedAdamParamState&>(
+          *first.state().at(group_params[j].unsafeGetTensorImpl()));
+      torch::serialize::OutputArchive state(cu);
+      state.write("step", c10::IValue(s.step()));
+      state.write("exp_avg", c10::IValue(s.exp_avg()));
+      state.write("exp_avg_sq", c10::IValue(s.exp_avg_sq()));
+      state.write("max_exp_avg_sq", c10::IValue(s.max_exp_avg_sq()));
+      states.write(key, state);
+    }
+    first.param_groups()[g].options().serialize(options);
+    group.write("options", options);
+    param_groups.write("param_groups/" + std::to_string(g), group);
+  }
+  archive.write("state", states);
+  archive.write("param_groups", param_groups);
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+
+  auto resumed_params = copy_of(params);
+  steadystep::FusedAdam second(groups(resumed_params, o), o);
+  load_from_string(second, bytes.str());
+  run(first, params, kSaveAt, kResumeTo);
+  run(second, resumed_params, kSaveAt, kResumeTo);
+  for (size_t k = 0; k < params.size(); ++k) {
+    EXPECT_TRUE(torch::equal(resumed_params[k], params[k])) << k;
+  }
+}
+
 }  // namespace archives
 
 // ---- Clipping settings are optimizer-wide: a group that differs is refused ----

@@ -532,3 +532,14 @@ def test_cuda_staged_layouts_and_write_back_do_not_synchronize():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert opt.skipped_steps.item() == 0
+
+
+@pytest.mark.parametrize("value", [1.0, 0.5, 1e-08, 1e-4, 1e-05, 0.1, 1 / 3, 2.5e-07, 1e15, 1e16, 1.5e16,
+                                   123456789012345.0, 1234567890123456.7, 5e-324, 1.7976931348623157e308, 3.0e22])
+def test_numbers_in_messages_print_as_python_prints_them(value):
+    # The C++ checks format numbers; compare with torch's f-string on the same value.
+    with pytest.raises(ValueError) as ours:
+        so.FusedAdam([torch.nn.Parameter(torch.ones(1))], lr=-value)
+    with pytest.raises(ValueError) as theirs:
+        torch.optim.Adam([torch.nn.Parameter(torch.ones(1))], lr=-value)
+    assert str(ours.value) == str(theirs.value) == f"Invalid learning rate: {-value}"

@@ -394,10 +394,9 @@ class FusedAdam(_FusedOptimizer):
 
     def _fused_step(self) -> None:
         self._check_fused_devices()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]  # noqa: F841 - torch's unpacking: its ValueError for != 2 betas
         gathered = [self._gather(group) for group in self.param_groups]
-        hyper = [(*group["betas"],) for group in self.param_groups]
-        for betas in hyper:
-            beta1, beta2 = betas  # noqa: F841 - torch's unpacking: its ValueError for != 2 betas
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes = [], [], [], [], [], [], []
         user_grads, copies = [], []
         any_amsgrad = any(g["amsgrad"] for g in self.param_groups)

@@ -543,3 +543,17 @@ def test_numbers_in_messages_print_as_python_prints_them(value):
     with pytest.raises(ValueError) as theirs:
         torch.optim.Adam([torch.nn.Parameter(torch.ones(1))], lr=-value)
     assert str(ours.value) == str(theirs.value) == f"Invalid learning rate: {-value}"
+
+
+@pytest.mark.parametrize("cls", [so.FusedSGD, so.FusedAdamW])
+def test_write_back_grads_without_amp_leaves_clipped_grads(cls):
+    ours_p, ref_p = make_params(), make_params()
+    ours = cls(ours_p, lr=1e-2, max_grad_norm=0.5, write_back_grads=True)
+    for step in range(3):
+        grads = random_grads(ours_p, step)
+        set_grads(ours_p, grads)
+        set_grads(ref_p, grads)
+        ours.step()
+        torch.nn.utils.clip_grad_norm_(ref_p, 0.5)
+        for p, q in zip(ours_p, ref_p):
+            assert_close_scaled(p.grad, q.grad)

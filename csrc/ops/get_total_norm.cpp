@@ -3,6 +3,7 @@
 #include "checks.h"
 #include "ops/grouping.h"
 #include "ops/norm_kind.h"
+#include "ops/optim_checks.h"  // format_float
 #include "ops/total_norm.h"
 
 #include <ATen/ATen.h>
@@ -101,11 +102,12 @@ at::Tensor get_total_norm_composite(at::TensorList tensors, double norm_type,
     TORCH_CHECK(!total.is_meta(),
                 "get_total_norm: error_if_nonfinite=True needs the norm's "
                 "value, and a meta tensor has none");
-    // The one check that reads the norm on the host, as torch's does.
-    TORCH_CHECK(!nonfinite(total).item<bool>(), "The total norm of order ", norm_type,
-                " for gradients from `parameters` is non-finite (", total.item<double>(),
-                "), so it cannot be clipped. To scale the gradients by the non-finite norm "
-                "anyway, set `error_if_nonfinite=False`");
+    // The one check that reads the norm on the host, as torch's does; torch's message, word
+    // for word (users match on it).
+    TORCH_CHECK(!nonfinite(total).item<bool>(), "The total norm of order ", format_float(norm_type),
+                " for gradients from `parameters` is non-finite, so it cannot be clipped. To "
+                "disable this error and scale the gradients by the non-finite norm anyway, set "
+                "`error_if_nonfinite=False`");
   }
   return total;
 }

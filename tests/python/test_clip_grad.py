@@ -461,3 +461,14 @@ def test_norm_accuracy_as_the_readme_states(dtype, norm_type):
         assert ((ours - theirs).abs() / exact).item() <= torch_bound
         if dtype != torch.float32:
             assert ((theirs - exact).abs() / exact).item() <= 2 * u
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1, 0.5, math.inf])
+def test_error_if_nonfinite_message_is_torchs(norm_type):
+    tensors = [torch.tensor([1.0, math.nan])]
+    messages = []
+    for fn in (torch.nn.utils.get_total_norm, steadystep.get_total_norm):
+        with pytest.raises(RuntimeError) as info:
+            fn(tensors, norm_type, error_if_nonfinite=True)
+        messages.append(str(info.value).splitlines()[0])
+    assert messages[0] == messages[1]  # e.g. "The total norm of order 2.0 for gradients ..."

@@ -199,7 +199,7 @@ def test_clip_grad_value_matches_torch(grads, clip):
 def fused_cases(draw):
     kind = draw(st.sampled_from(["adam", "adamw", "sgd"]))
     shapes = draw(
-        st.lists(st.lists(st.sampled_from([1, 2, 3, 7, 33]), min_size=1, max_size=3), min_size=1, max_size=4)
+        st.lists(st.lists(st.sampled_from([0, 1, 2, 3, 7, 33]), min_size=1, max_size=3), min_size=1, max_size=4)
     )
     if kind == "sgd":
         momentum = draw(st.sampled_from([0.0, 0.9]))
@@ -230,7 +230,19 @@ def fused_cases(draw):
     seed = draw(st.integers(0, 2**31 - 1))
     bad_step = draw(st.sampled_from([None, 0, 1, 2]))  # a step whose grads hold a nan/inf
     bad = draw(st.sampled_from([math.nan, math.inf]))
-    return kind, shapes, hyper, clip, steps, seed, bad_step, bad
+    # Layouts torch accepts for grads: strides unlike the param's (transposed) and non-dense
+    # views (a strided slice).
+    layouts = draw(st.lists(st.sampled_from(["contiguous", "transposed", "strided"]), min_size=4, max_size=4))
+    return kind, shapes, hyper, clip, steps, seed, bad_step, bad, layouts
+
+
+def with_layout(g, layout):
+    if layout == "transposed" and g.dim() >= 2:
+        return g.transpose(0, -1).contiguous().transpose(0, -1)
+    if layout == "strided":
+        view = torch.zeros(g.shape[:-1] + (g.shape[-1] * 2,), dtype=g.dtype)[..., ::2]
+        return view.copy_(g)
+    return g.clone()
 
 
 def make_pair(kind, params_ours, params_theirs, hyper, clip):
@@ -253,7 +265,7 @@ def test_fused_step_matches_clip_then_torch_optimizer(case):
     """Fused step with clipping and the non-finite guard equals torch's recipe: clip_grad_norm_,
     then the optimizer's step, except that a step whose gradient norm is not finite is skipped
     (skip_nonfinite=True, the default): parameters, state and step counts unchanged."""
-    kind, shapes, hyper, clip, steps, seed, bad_step, bad = case
+    kind, shapes, hyper, clip, steps, seed, bad_step, bad, layouts = case
     gen = torch.Generator().manual_seed(seed)
     init = [torch.randn(s, generator=gen) for s in shapes]
     ours_p = [torch.nn.Parameter(t.clone()) for t in init]
@@ -262,15 +274,18 @@ def test_fused_step_matches_clip_then_torch_optimizer(case):
     taken = 0
     for step in range(steps):
         grads = [torch.randn(s, generator=gen) * 3 for s in shapes]
-        if step == bad_step:
-            grads[-1].view(-1)[0] = bad
-        for p, q, g in zip(ours_p, theirs_p, grads):
-            p.grad, q.grad = g.clone(), g.clone()
+        sized = [g for g in grads if g.numel()]
+        if step == bad_step and sized:
+            sized[-1].view(-1)[0] = bad
+        for p, q, g, layout in zip(ours_p, theirs_p, grads, layouts):
+            p.grad, q.grad = with_layout(g, layout), g.clone()
         ours.step()
+        # Empty grads contribute nothing (torch's inf norm refuses them: see for_order).
+        sized_p = [q for q in theirs_p if q.numel()]
         if clip["max_grad_norm"] is not None:
-            norm = torch.nn.utils.clip_grad_norm_(theirs_p, clip["max_grad_norm"], clip["norm_type"])
+            norm = torch.nn.utils.clip_grad_norm_(sized_p, clip["max_grad_norm"], clip["norm_type"])
         else:
-            norm = torch.nn.utils.get_total_norm([q.grad for q in theirs_p], clip["norm_type"])
+            norm = torch.nn.utils.get_total_norm([q.grad for q in sized_p], clip["norm_type"])
         if torch.isfinite(norm):
             theirs.step()
             taken += 1

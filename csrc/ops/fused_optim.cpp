@@ -67,7 +67,7 @@ StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, 
         guard.multiplier.defined() ? guard.multiplier * inv_scale.to(device) : inv_scale.to(device);
   }
   if (skip_nonfinite) {
-    guard.skip = at::logical_not(at::isfinite(guard.norm)).to(at::kFloat);
+    guard.skip = nonfinite(guard.norm).to(at::kFloat);  // Meta too (total_norm.h)
   }
   if (found_inf.has_value() && found_inf->defined()) {
     TORCH_CHECK(found_inf->numel() == 1, "found_inf must hold one value, got ", found_inf->sizes());

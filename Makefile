@@ -9,7 +9,7 @@ CMAKE_GENERATOR ?= $(if $(shell command -v ninja),Ninja,Unix Makefiles)
 # An interpreter given by name (PY=python3, on a machine without the venv) is looked up on PATH.
 PY_PATH = $(if $(findstring /,$(PY)),$(abspath $(PY)),$(shell command -v $(PY)))
 
-.PHONY: all setup configure build python test demo format clean
+.PHONY: all setup configure build python test sanitize demo demo-picture format clean
 
 all: build
 
@@ -32,15 +32,31 @@ python: build
 test: python
 	PY=$(PY) BUILD=$(BUILD) scripts/run_tests.sh
 
+# The C++ library, GoogleTest suite and examples with AddressSanitizer + UndefinedBehaviorSanitizer
+# (cmake/sanitize.cmake), CPU only, in build-sanitize/: the "sanitize" presets of CMakePresets.json
+# (flags, the sanitizer options, and the tests labelled no_sanitize it leaves out, with why).
+# ctest fails on any finding.
+sanitize: setup
+	@cmake --preset sanitize -DPython_EXECUTABLE=$(PY_PATH) > build-sanitize.configure.log \
+	  || { cat build-sanitize.configure.log; exit 1; }
+	@grep -E "steadystep:" build-sanitize.configure.log || true
+	cmake --build --preset sanitize -j $(JOBS)
+	ctest --preset sanitize -j $(JOBS)
+
 # The main demo: one exploding training run, three ways (see examples/cpp/exploding_gradients.cpp).
-# DEMO_ARGS are passed on (e.g. DEMO_ARGS="--device cuda --steps 1000").
+# DEMO_ARGS are passed on (e.g. DEMO_ARGS="--device cuda --steps 1000"). It writes under
+# DEMO_OUT (git-ignored) only: a clone stays clean after its first demo.
+DEMO_OUT ?= demo_out
 demo: build
-	$(BUILD)/examples/cpp/exploding_gradients --out demo_out $(DEMO_ARGS)
-	$(PY) examples/python/plot_demo.py demo_out/metrics.csv demo_out/training.png
-	@mkdir -p docs && cp demo_out/training.png docs/demo_training.png
+	$(BUILD)/examples/cpp/exploding_gradients --out $(DEMO_OUT) $(DEMO_ARGS)
+	$(PY) examples/python/plot_demo.py $(DEMO_OUT)/metrics.csv $(DEMO_OUT)/training.png
+
+# Refreshes the README's picture (tracked) from a default demo run: for maintainers, on purpose.
+demo-picture: demo
+	cp $(DEMO_OUT)/training.png docs/demo_training.png
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h' '*.cu' '*.cuh')
 
 clean:
-	rm -rf $(BUILD) $(BUILD).configure.log python/steadystep/_C*.so python/steadystep/libsteadystep.so*
+	rm -rf $(BUILD) $(BUILD).configure.log build-sanitize build-sanitize.configure.log python/steadystep/_C*.so python/steadystep/libsteadystep.so*

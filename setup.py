@@ -30,6 +30,32 @@ def project_version() -> str:
 
 LIBRARY_SONAME = "libsteadystep.so." + project_version().split(".")[0]
 
+BUILD_COMMANDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
+
+
+def check_build_requirements() -> None:
+    """With --no-build-isolation pip installs none of pyproject's build requirements: name the
+    missing ones (setuptools < 70.1 would otherwise fail with "invalid command 'bdist_wheel'")."""
+    import importlib.util
+
+    def importable(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ImportError:
+            return False
+
+    missing = []
+    # setuptools >= 70.1 has bdist_wheel itself; older ones take it from the wheel package.
+    if not importable("wheel") and not importable("setuptools.command.bdist_wheel"):
+        missing.append("wheel")
+    missing += [module for module in ("pybind11", "torch") if not importable(module)]
+    if shutil.which("cmake") is None:
+        missing.append("cmake")
+    if missing:
+        sys.exit(f"steadystep: the build needs {', '.join(missing)} in this environment (pip installs no build "
+                 f"requirements with --no-build-isolation): python -m pip install {' '.join(missing)}; "
+                 "see README.md, Install")
+
 
 class CMakeExtension(Extension):
     def __init__(self, name: str) -> None:
@@ -69,6 +95,9 @@ class CMakeBuild(build_ext):
     def get_outputs(self) -> list[str]:
         return super().get_outputs() + [str(Path(self.build_lib) / "steadystep" / LIBRARY_SONAME)]
 
+
+if BUILD_COMMANDS.intersection(sys.argv[1:]):
+    check_build_requirements()
 
 setup(
     name="steadystep",

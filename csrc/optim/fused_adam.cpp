@@ -176,10 +176,12 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
 }
 
 void FusedAdam::save(torch::serialize::OutputArchive& archive) const {
+  save_skipped_steps(archive);
   archive::write(archive, *this, [](const torch::optim::OptimizerParamState&) { return true; });
 }
 
 void FusedAdam::load(torch::serialize::InputArchive& archive) {
+  const auto skipped = read_skipped_steps(archive, "FusedAdam");
   archive::load<FusedAdamOptions, FusedAdamParamState>(
       archive, *this, "FusedAdam",
       [](const FusedAdamOptions& o) {
@@ -195,6 +197,7 @@ void FusedAdam::load(torch::serialize::InputArchive& archive) {
           s.max_exp_avg_sq(archive::like_param(s.max_exp_avg_sq(), p, "max_exp_avg_sq"));
         }
       });
+  restore_skipped_steps(skipped);
 }
 
 }  // namespace steadystep

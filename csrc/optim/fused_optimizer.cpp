@@ -28,6 +28,34 @@ torch::Tensor& FusedOptimizer::skipped_counter(const c10::Device& device) {
   return skipped_steps_;
 }
 
+void FusedOptimizer::save_skipped_steps(torch::serialize::OutputArchive& archive) const {
+  archive.write("skipped_steps", c10::IValue(skipped_steps().item<int64_t>()));
+}
+
+std::optional<int64_t> FusedOptimizer::read_skipped_steps(torch::serialize::InputArchive& archive,
+                                                          const std::string& who) {
+  c10::IValue count;
+  if (!archive.try_read("skipped_steps", count)) {
+    return std::nullopt;
+  }
+  TORCH_CHECK(count.isInt() && count.toInt() >= 0, who,
+              "::load: 'skipped_steps' in the archive is ", count.tagKind(),
+              ", expected an int64 >= 0");
+  return count.toInt();
+}
+
+void FusedOptimizer::restore_skipped_steps(std::optional<int64_t> count) {
+  c10::Device device(torch::kCPU);
+  for (const auto& group : param_groups()) {
+    if (!group.params().empty()) {
+      device = group.params()[0].device();
+      break;
+    }
+  }
+  skipped_steps_ =
+      torch::full({}, count.value_or(0), torch::TensorOptions().dtype(torch::kLong).device(device));
+}
+
 namespace {
 
 std::string show(const std::optional<double>& max_grad_norm) {

@@ -152,6 +152,7 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
 }
 
 void FusedSGD::save(torch::serialize::OutputArchive& archive) const {
+  save_skipped_steps(archive);
   // A state is worth keeping once its buffer holds a gradient (step >= 1): without one, the
   // next step starts the buffer afresh either way, and LibTorch's SGD would step a state
   // without a buffer into an undefined tensor.
@@ -162,6 +163,7 @@ void FusedSGD::save(torch::serialize::OutputArchive& archive) const {
 }
 
 void FusedSGD::load(torch::serialize::InputArchive& archive) {
+  const auto skipped = read_skipped_steps(archive, "FusedSGD");
   archive::load<FusedSGDOptions, FusedSGDParamState>(
       archive, *this, "FusedSGD",
       [](const FusedSGDOptions& o) {
@@ -177,6 +179,7 @@ void FusedSGD::load(torch::serialize::InputArchive& archive) {
           s.step().zero_();
         }
       });
+  restore_skipped_steps(skipped);
 }
 
 }  // namespace steadystep

@@ -489,6 +489,26 @@ TEST(FusedOptimizerArchives, EarlierSteadystepArchivesWithTensorStepsStillLoad) 
   }
 }
 
+TEST(FusedOptimizerArchives, SkippedStepsSurviveAResume) {
+  auto params = fresh_params();
+  steadystep::FusedSGD first(groups(params, steadystep::FusedSGDOptions(0.1).momentum(0.9)));
+  run(first, params, 0, 3);
+  for (size_t k = 0; k < params.size(); ++k) {
+    params[k].mutable_grad() = grad(static_cast<int>(k), 3);
+  }
+  params[0].mutable_grad()[0][0] = std::nan("");
+  first.step();
+  ASSERT_EQ(first.skipped_steps().item<int64_t>(), 1);
+  steadystep::FusedSGD second(groups(copy_of(params), steadystep::FusedSGDOptions(0.1)));
+  load_from_string(second, save_to_string(first));
+  EXPECT_EQ(second.skipped_steps().item<int64_t>(), 1);
+  // LibTorch's archives hold no count: a resume from one starts at zero.
+  torch::optim::SGD libtorch(groups(params, torch::optim::SGDOptions(0.1)),
+                             torch::optim::SGDOptions(0.1));
+  load_from_string(second, save_to_string(libtorch));
+  EXPECT_EQ(second.skipped_steps().item<int64_t>(), 0);
+}
+
 }  // namespace archives
 
 // ---- Clipping settings are optimizer-wide: a group that differs is refused ----

@@ -6,6 +6,7 @@
 #include <torch/serialize/archive.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -101,8 +102,9 @@ struct FusedSGDParamState : public torch::optim::OptimizerCloneableParamState<Fu
 ///     written as int64); they ignore `maximize`, `decoupled_weight_decay` and the clipping
 ///     settings, which they do not have. Archives of earlier steadystep builds (fp32
 ///     tensor steps) load into steadystep only;
-///   - loading replaces the state and the groups' options with the archive's, and the
-///     optimizer-wide clipping settings with the archive's when it has them; an archive of
+///   - loading replaces the state, the groups' options and `skipped_steps()` with the
+///     archive's, and the optimizer-wide clipping settings with the archive's when it has them
+///     (a LibTorch archive: none of these three, and the count starts at zero); an archive of
 ///     another optimizer, or of other groups, is refused with a c10::Error naming what it
 ///     holds, before anything changes. `save` reads the step counts back to the host.
 class FusedOptimizer : public torch::optim::Optimizer {
@@ -119,6 +121,14 @@ class FusedOptimizer : public torch::optim::Optimizer {
   static torch::Tensor evaluate(const LossClosure& closure);
   /// The skipped-steps counter, created on `device` at the first step.
   torch::Tensor& skipped_counter(const c10::Device& device);
+  /// Writes the skipped-steps count into an archive (a top-level int64 that LibTorch's
+  /// optimizers ignore), so that a resumed run keeps it.
+  void save_skipped_steps(torch::serialize::OutputArchive& archive) const;
+  /// The count an archive holds (none: LibTorch's archives), checked but not yet applied.
+  static std::optional<int64_t> read_skipped_steps(torch::serialize::InputArchive& archive,
+                                                   const std::string& who);
+  /// Sets the count (none: zero), on the device of the first parameter.
+  void restore_skipped_steps(std::optional<int64_t> count);
   /// Records what the fused op returned (an empty tensor: no norm was computed).
   void record_norm(const torch::Tensor& norm) {
     last_grad_norm_ = norm.numel() ? norm : torch::Tensor();

@@ -7,9 +7,12 @@
 namespace steadystep {
 
 /// The `norm_type`-norm of all `tensors` taken together as one vector, with the semantics of
-/// `torch.nn.utils.get_total_norm`: p > 0, inf (and any order torch::linalg::vector_norm takes);
+/// `torch.nn.utils.get_total_norm` (the norm of the per-tensor norms, same order): p > 0, inf,
+/// and any order torch::linalg::vector_norm takes (p = 0 counts the tensors holding a nonzero);
 /// an empty list gives 0. Returns a 0-dim tensor on `tensors[0]`'s device with the promoted
-/// dtype of the inputs, accumulated in fp32 (fp64 for fp64 inputs).
+/// real dtype of the inputs (complex tensors give a real norm), accumulated in fp32 (fp64 for
+/// fp64 inputs), without autograd history (torch computes it under no_grad). Meta tensors give
+/// a meta result. Sparse tensors raise NotImplementedError, as torch's.
 ///
 /// Promise: no host-device synchronisation (LibTorch's clip_grad_norm_ returns a double and so
 /// waits for the GPU), except for the `error_if_nonfinite` check, which has to read the norm.
@@ -32,7 +35,9 @@ at::Tensor clip_grad_norm_(at::TensorList parameters, double max_norm, double no
                            bool error_if_nonfinite = false);
 
 /// Clamps the gradients of `parameters` in place into [-clip_value, clip_value], nan kept, as
-/// `torch.nn.utils.clip_grad_value_`. `clip_value` must be >= 0.
+/// `torch.nn.utils.clip_grad_value_`. `clip_value` must be >= 0. Every gradient is checked
+/// before the first one changes: sparse or complex gradients raise NotImplementedError (as
+/// torch's) and leave all gradients as they were.
 void clip_grad_value_(at::TensorList parameters, double clip_value);
 
 /// The defined gradients of `parameters`, in order (what the clipping functions act on).

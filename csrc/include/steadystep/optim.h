@@ -106,7 +106,8 @@ struct FusedSGDParamState : public torch::optim::OptimizerCloneableParamState<Fu
 ///     archive's, and the optimizer-wide clipping settings with the archive's when it has them
 ///     (a LibTorch archive: none of these three, and the count starts at zero); an archive of
 ///     another optimizer, or of other groups, is refused with a c10::Error naming what it
-///     holds, before anything changes. `save` reads the step counts back to the host.
+///     holds, before anything changes. Loaded state moves to its parameter's device and
+///     dtype, as torch's load_state_dict does. `save` reads the step counts back to the host.
 class FusedOptimizer : public torch::optim::Optimizer {
  public:
   /// The fp32 0-dim norm of the gradients at the last step (undefined before the first step,

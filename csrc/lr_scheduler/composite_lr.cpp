@@ -114,4 +114,16 @@ std::vector<double> BoundedLR::compute_lr(const schedules::StepContext&) {
   return schedules::clamp_lrs(context().lrs, min_lr_, max_lr_);
 }
 
+std::vector<double> BoundedLR::compute_closed_form_lr(const schedules::StepContext& ctx) {
+  scheduler_->update_lr(ctx.last_epoch);
+  set_last_epoch(scheduler_->last_epoch());
+  return schedules::clamp_lrs(context().lrs, min_lr_, max_lr_);
+}
+
+void BoundedLR::initial_step() {
+  scheduler_->initial_step();
+  set_last_epoch(scheduler_->last_epoch());
+  apply_lrs(schedules::clamp_lrs(context().lrs, min_lr_, max_lr_));
+}
+
 }  // namespace steadystep

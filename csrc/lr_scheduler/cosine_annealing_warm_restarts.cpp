@@ -12,8 +12,17 @@ CosineAnnealingWarmRestarts::CosineAnnealingWarmRestarts(torch::optim::Optimizer
 }
 
 std::vector<double> CosineAnnealingWarmRestarts::compute_lr(const schedules::StepContext& ctx) {
+  // last_epoch is the base class's (SequentialLR's undo of the construction step moves it);
+  // T_cur and T_i are ours, and an undo leaves them as PyTorch's does.
+  state_.last_epoch = ctx.last_epoch - 1;
   state_ = schedule_.advance(state_, std::nullopt);
   set_last_epoch(state_.last_epoch);
+  return schedule_.lr(state_, ctx.base_lrs);
+}
+
+std::vector<double> CosineAnnealingWarmRestarts::compute_closed_form_lr(
+    const schedules::StepContext& ctx) {
+  state_.last_epoch = ctx.last_epoch;
   return schedule_.lr(state_, ctx.base_lrs);
 }
 

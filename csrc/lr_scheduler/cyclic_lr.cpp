@@ -41,7 +41,10 @@ CyclicLR::CyclicLR(torch::optim::Optimizer& optimizer, const CyclicLROptions& op
     const auto max_momentum = per_group(options.max_momentum(), groups, "max_momentum");
     for (size_t i = 0; i < groups; ++i) {
       optimizer.param_groups()[i].options().set_lr(base[i]);
-      initial_lr(optimizer.param_groups()[i]);  // setdefault, as the base constructor would
+      // PyTorch sets the lr before its base class's setdefault of initial_lr; ours ran first.
+      if (created_initial_lr(i)) {
+        initial_lr(optimizer.param_groups()[i], base[i]);
+      }
       if (cycle_momentum_) {
         set_momentum(optimizer.param_groups()[i], max_momentum[i]);
       }
@@ -102,13 +105,19 @@ OneCycleLR::OneCycleLR(torch::optim::Optimizer& optimizer, const OneCycleLROptio
   std::vector<double> initial(groups);
   for (size_t i = 0; i < groups; ++i) {
     initial[i] = max_lrs[i] / options.div_factor();
-    if (options.last_epoch() == -1) {
-      initial_lr(optimizer.param_groups()[i], initial[i]);  // PyTorch overwrites initial_lr
-    }
     groups_.push_back({initial[i], max_lrs[i], initial[i] / options.final_div_factor(),
                        max_momentum[i], base_momentum[i]});
-    if (cycle_momentum_ && options.last_epoch() == -1) {
-      set_momentum(optimizer.param_groups()[i], max_momentum[i]);
+    if (options.last_epoch() == -1) {
+      // PyTorch overwrites these group fields; every OneCycleLR of the group reads them.
+      auto& group = optimizer.param_groups()[i];
+      initial_lr(group, initial[i]);
+      set_group_field(group, "max_lr", groups_[i].max_lr);
+      set_group_field(group, "min_lr", groups_[i].min_lr);
+      if (cycle_momentum_) {
+        set_momentum(group, max_momentum[i]);
+        set_group_field(group, "max_momentum", max_momentum[i]);
+        set_group_field(group, "base_momentum", base_momentum[i]);
+      }
     }
   }
   set_base_lrs(initial);
@@ -118,7 +127,16 @@ OneCycleLR::OneCycleLR(torch::optim::Optimizer& optimizer, const OneCycleLROptio
 std::vector<double> OneCycleLR::compute_lr(const schedules::StepContext& ctx) {
   std::vector<double> lrs(groups_.size());
   for (size_t i = 0; i < groups_.size(); ++i) {
-    const auto [lr, momentum] = schedule_.at(ctx.last_epoch, groups_[i]);
+    // PyTorch reads the group's fields, which a later OneCycleLR of the group may have written.
+    auto& group = optimizer().param_groups()[i];
+    const auto field = [&](const char* key, double own) {
+      return group_field(group, key).value_or(own);
+    };
+    const schedules::OneCycleGroup g{initial_lr(group), field("max_lr", groups_[i].max_lr),
+                                     field("min_lr", groups_[i].min_lr),
+                                     field("max_momentum", groups_[i].max_momentum),
+                                     field("base_momentum", groups_[i].base_momentum)};
+    const auto [lr, momentum] = schedule_.at(ctx.last_epoch, g);
     lrs[i] = lr;
     if (cycle_momentum_) {
       set_momentum(optimizer().param_groups()[i], momentum);
@@ -143,6 +161,13 @@ void OneCycleLR::load(torch::serialize::InputArchive& archive) {
               " groups, the optimizer ", groups_.size());
   for (size_t i = 0; i < groups_.size(); ++i) {
     groups_[i] = {flat[5 * i], flat[5 * i + 1], flat[5 * i + 2], flat[5 * i + 3], flat[5 * i + 4]};
+    // What PyTorch restores with the optimizer's param groups.
+    auto& group = optimizer().param_groups()[i];
+    initial_lr(group, groups_[i].initial_lr);
+    set_group_field(group, "max_lr", groups_[i].max_lr);
+    set_group_field(group, "min_lr", groups_[i].min_lr);
+    set_group_field(group, "max_momentum", groups_[i].max_momentum);
+    set_group_field(group, "base_momentum", groups_[i].base_momentum);
   }
 }
 

@@ -4,6 +4,7 @@
 #include <c10/util/intrusive_ptr.h>
 
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 namespace steadystep {
@@ -12,16 +13,18 @@ namespace {
 
 // NOTE [initial_lr]: PyTorch's schedulers keep `initial_lr` in each param group: the first
 // scheduler built on a group sets it (setdefault) and every later one (in SequentialLR,
-// ChainedScheduler, or stacked by hand) takes its base lr from there. LibTorch's param groups
-// have no such field, so it lives here, keyed by the group's options object. A weak reference
-// to the group's first parameter tells a live entry from one left by a destroyed optimizer
-// whose memory was reused.
-struct InitialLr {
+// ChainedScheduler, or stacked by hand) takes its base lr from there. OneCycleLR keeps its
+// `max_lr`, `min_lr`, `max_momentum` and `base_momentum` there too, and reads them at every step,
+// so a later OneCycleLR on the same group changes what an earlier one computes. LibTorch's param
+// groups have no such fields, so they live here, keyed by the group's options object. A weak
+// reference to the group's first parameter tells a live entry from one left by a destroyed
+// optimizer whose memory was reused.
+struct GroupFields {
   c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> first_param;
-  double lr;
+  std::unordered_map<std::string, double> values;
 };
-std::mutex initial_lr_mutex;
-std::unordered_map<const void*, InitialLr> initial_lrs;
+std::mutex group_fields_mutex;
+std::unordered_map<const void*, GroupFields> group_fields;
 
 c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> first_param(
     torch::optim::OptimizerParamGroup& group) {
@@ -33,33 +36,68 @@ c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> first_param(
       group.params()[0].getIntrusivePtr());
 }
 
-// The registered initial lr of `group`, if a live one exists.
-std::optional<double> find_initial_lr(torch::optim::OptimizerParamGroup& group) {
-  const auto it = initial_lrs.find(&group.options());
-  if (it == initial_lrs.end()) {
-    return std::nullopt;
+// The live fields of `group` (a stale entry is dropped), or null. Call with the mutex held.
+GroupFields* find_fields(torch::optim::OptimizerParamGroup& group) {
+  const auto it = group_fields.find(&group.options());
+  if (it == group_fields.end()) {
+    return nullptr;
   }
   const auto param = it->second.first_param.lock();
   const bool same = group.params().empty() ? !param.defined()
                                            : param.get() == group.params()[0].unsafeGetTensorImpl();
   if (!same) {
-    initial_lrs.erase(it);
+    group_fields.erase(it);
+    return nullptr;
+  }
+  return &it->second;
+}
+
+std::optional<double> find_value(torch::optim::OptimizerParamGroup& group, const std::string& key) {
+  const GroupFields* fields = find_fields(group);
+  if (fields == nullptr) {
     return std::nullopt;
   }
-  return it->second.lr;
+  const auto it = fields->values.find(key);
+  return it == fields->values.end() ? std::nullopt : std::optional<double>(it->second);
+}
+
+void store_value(torch::optim::OptimizerParamGroup& group, const std::string& key, double value) {
+  GroupFields* fields = find_fields(group);
+  if (fields == nullptr) {
+    fields =
+        &group_fields.emplace(&group.options(), GroupFields{first_param(group), {}}).first->second;
+  }
+  fields->values[key] = value;
+}
+
+bool has_initial_lr(torch::optim::OptimizerParamGroup& group) {
+  std::lock_guard<std::mutex> lock(group_fields_mutex);
+  return find_value(group, "initial_lr").has_value();
 }
 
 }  // namespace
 
+std::optional<double> group_field(torch::optim::OptimizerParamGroup& group,
+                                  const std::string& key) {
+  std::lock_guard<std::mutex> lock(group_fields_mutex);
+  return find_value(group, key);
+}
+
+void set_group_field(torch::optim::OptimizerParamGroup& group, const std::string& key,
+                     double value) {
+  std::lock_guard<std::mutex> lock(group_fields_mutex);
+  store_value(group, key, value);
+}
+
 double initial_lr(torch::optim::OptimizerParamGroup& group, std::optional<double> set) {
-  std::lock_guard<std::mutex> lock(initial_lr_mutex);
+  std::lock_guard<std::mutex> lock(group_fields_mutex);
   if (!set) {
-    if (auto found = find_initial_lr(group)) {
+    if (auto found = find_value(group, "initial_lr")) {
       return *found;
     }
     set = group.options().get_lr();
   }
-  initial_lrs.insert_or_assign(&group.options(), InitialLr{first_param(group), *set});
+  store_value(group, "initial_lr", *set);
   return *set;
 }
 
@@ -68,6 +106,7 @@ LRScheduler::LRScheduler(torch::optim::Optimizer& optimizer, int64_t last_epoch)
   TORCH_CHECK_VALUE(last_epoch >= -1, "last_epoch must be >= -1, got ", last_epoch);
   // Python: base_lrs = [group["initial_lr"]], set from the current lr if absent.
   for (auto& group : optimizer.param_groups()) {
+    created_initial_lr_.push_back(!has_initial_lr(group));
     base_lrs_.push_back(initial_lr(group));
   }
   last_lr_ = get_current_lrs();

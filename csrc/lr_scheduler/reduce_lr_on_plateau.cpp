@@ -3,9 +3,7 @@
 namespace steadystep {
 
 namespace {
-schedules::Plateau make_plateau(torch::optim::Optimizer& optimizer,
-                                const ReduceLROnPlateauOptions& o) {
-  const size_t groups = optimizer.param_groups().size();
+schedules::Plateau make_plateau(size_t groups, const ReduceLROnPlateauOptions& o) {
   std::vector<double> min_lrs = o.min_lr();
   if (min_lrs.size() == 1) {
     min_lrs.assign(groups, min_lrs[0]);
@@ -21,17 +19,34 @@ schedules::Plateau make_plateau(torch::optim::Optimizer& optimizer,
 ReduceLROnPlateau::ReduceLROnPlateau(torch::optim::Optimizer& optimizer,
                                      const ReduceLROnPlateauOptions& options)
     : LRScheduler(optimizer, 0),
-      schedule_(make_plateau(optimizer, options)),
+      options_(options),
+      schedule_(make_plateau(optimizer.param_groups().size(), options)),
       state_(schedule_.initial_state()) {}
 
 void ReduceLROnPlateau::step(double metric) {
-  apply_lrs(schedule_.step(state_, metric, std::nullopt, context().lrs));
-  set_last_epoch(state_.last_epoch);
+  step_to(metric, std::nullopt);
 }
 
 void ReduceLROnPlateau::step(double metric, int64_t epoch) {
-  apply_lrs(schedule_.step(state_, metric, epoch, context().lrs));
+  step_to(metric, epoch);
+}
+
+// PyTorch's order: the bookkeeping (last_epoch, best, counters) happens before a reduction can
+// fail on a param group added since construction; one min_lr given for all groups follows
+// the groups, a list of them does not.
+void ReduceLROnPlateau::step_to(double metric, std::optional<int64_t> epoch) {
+  const bool due = schedule_.observe(state_, metric, epoch);
   set_last_epoch(state_.last_epoch);
+  if (due) {
+    const size_t groups = optimizer().param_groups().size();
+    if (options_.min_lr().size() == 1 && groups != schedule_.min_lrs().size()) {
+      schedule_ = make_plateau(groups, options_);
+    }
+    apply_lrs(schedule_.reduce(context().lrs));
+    schedule_.rest(state_);
+  } else {
+    apply_lrs(context().lrs);
+  }
 }
 
 std::vector<double> ReduceLROnPlateau::compute_lr(const schedules::StepContext&) {

@@ -67,18 +67,20 @@ PYBIND11_MODULE(_C, m) {
   bind_schedule<sched::Multiplicative>(m, "Multiplicative")
       .def(py::init<std::vector<sched::LrLambda>, size_t>(), py::arg("lr_lambdas"),
            py::arg("groups"));
-  bind_schedule<sched::Step>(m, "Step").def(py::init<int64_t, double>(), py::arg("step_size"),
+  // Step sizes, milestones and total_iters are doubles: PyTorch's Python classes take any real
+  // number for them (5.0 as 5, 2.5 with Python's float arithmetic).
+  bind_schedule<sched::Step>(m, "Step").def(py::init<double, double>(), py::arg("step_size"),
                                             py::arg("gamma") = 0.1);
   bind_schedule<sched::MultiStep>(m, "MultiStep")
-      .def(py::init<std::vector<int64_t>, double>(), py::arg("milestones"), py::arg("gamma") = 0.1);
+      .def(py::init<std::vector<double>, double>(), py::arg("milestones"), py::arg("gamma") = 0.1);
   bind_schedule<sched::Exponential>(m, "Exponential").def(py::init<double>(), py::arg("gamma"));
   bind_schedule<sched::Constant>(m, "Constant")
-      .def(py::init<double, int64_t>(), py::arg("factor"), py::arg("total_iters"));
+      .def(py::init<double, double>(), py::arg("factor"), py::arg("total_iters"));
   bind_schedule<sched::Linear>(m, "Linear")
-      .def(py::init<double, double, int64_t>(), py::arg("start_factor"), py::arg("end_factor"),
+      .def(py::init<double, double, double>(), py::arg("start_factor"), py::arg("end_factor"),
            py::arg("total_iters"));
   bind_schedule<sched::Polynomial>(m, "Polynomial")
-      .def(py::init<int64_t, double>(), py::arg("total_iters"), py::arg("power"));
+      .def(py::init<double, double>(), py::arg("total_iters"), py::arg("power"));
 
   bind_schedule<sched::SWA>(m, "SWA").def(py::init<std::vector<double>, int64_t, std::string>(),
                                           py::arg("swa_lrs"), py::arg("anneal_epochs"),
@@ -153,7 +155,11 @@ PYBIND11_MODULE(_C, m) {
       .def("initial_state", &sched::Plateau::initial_state)
       .def("is_better", &sched::Plateau::is_better, py::arg("a"), py::arg("best"))
       .def("step", &sched::Plateau::step, py::arg("state"), py::arg("metric"), py::arg("epoch"),
-           py::arg("lrs"));
+           py::arg("lrs"))
+      .def("observe", &sched::Plateau::observe, py::arg("state"), py::arg("metric"),
+           py::arg("epoch"))
+      .def("reduce", &sched::Plateau::reduce, py::arg("lrs"))
+      .def("rest", &sched::Plateau::rest, py::arg("state"));
 
   // Argument checks of the fused optimizers (the same the C++ classes and the ops run).
   m.def(

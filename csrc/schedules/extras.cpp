@@ -169,6 +169,8 @@ std::vector<double> ExponentialDecay::closed_form_lr(const StepContext& ctx) con
 
 Random::Random(double min_lr, double max_lr, int64_t period, bool log_uniform, uint64_t seed)
     : min_lr_(min_lr), max_lr_(max_lr), period_(period), log_uniform_(log_uniform), seed_(seed) {
+  TORCH_CHECK_VALUE(std::isfinite(min_lr), "RandomLR: min_lr must be finite, got ", min_lr);
+  TORCH_CHECK_VALUE(std::isfinite(max_lr), "RandomLR: max_lr must be finite, got ", max_lr);
   TORCH_CHECK_VALUE(min_lr <= max_lr, "RandomLR: min_lr (", min_lr, ") must be <= max_lr (", max_lr,
                     ")");
   TORCH_CHECK_VALUE(log_uniform ? min_lr > 0 : min_lr >= 0, "RandomLR: min_lr must be ",

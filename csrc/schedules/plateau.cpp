@@ -45,8 +45,7 @@ bool Plateau::is_better(double a, double best) const {
   return a > best + threshold_;
 }
 
-std::vector<double> Plateau::step(PlateauState& s, double metric, std::optional<int64_t> epoch,
-                                  const std::vector<double>& lrs) const {
+bool Plateau::observe(PlateauState& s, double metric, std::optional<int64_t> epoch) const {
   s.last_epoch = epoch ? *epoch : s.last_epoch + 1;
   if (is_better(metric, s.best)) {
     s.best = metric;
@@ -58,19 +57,37 @@ std::vector<double> Plateau::step(PlateauState& s, double metric, std::optional<
     s.cooldown_counter -= 1;
     s.num_bad_epochs = 0;  // bad epochs in cooldown do not count
   }
+  return s.num_bad_epochs > patience_;
+}
+
+std::vector<double> Plateau::reduce(const std::vector<double>& lrs) const {
+  TORCH_CHECK(min_lrs_.size() == lrs.size(), "The number of param groups in the `optimizer` (",
+              lrs.size(), ") differs from when `ReduceLROnPlateau` was initialized (",
+              min_lrs_.size(),
+              "), usually due to a new param group being added to the optimizer. Please modify "
+              "the `min_lrs` field to match the length of the `optimizer` param groups.");
   std::vector<double> out = lrs;
-  if (s.num_bad_epochs > patience_) {
-    TORCH_CHECK(min_lrs_.size() == lrs.size(), "ReduceLROnPlateau: ", min_lrs_.size(),
-                " min_lrs for ", lrs.size(), " param groups");
-    for (size_t i = 0; i < out.size(); ++i) {
-      const double new_lr = std::max(lrs[i] * factor_, min_lrs_[i]);
-      if (lrs[i] - new_lr > eps_) {
-        out[i] = new_lr;
-      }
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double new_lr = std::max(lrs[i] * factor_, min_lrs_[i]);
+    if (lrs[i] - new_lr > eps_) {
+      out[i] = new_lr;
     }
-    s.cooldown_counter = cooldown_;
-    s.num_bad_epochs = 0;
   }
+  return out;
+}
+
+void Plateau::rest(PlateauState& s) const {
+  s.cooldown_counter = cooldown_;
+  s.num_bad_epochs = 0;
+}
+
+std::vector<double> Plateau::step(PlateauState& s, double metric, std::optional<int64_t> epoch,
+                                  const std::vector<double>& lrs) const {
+  if (!observe(s, metric, epoch)) {
+    return lrs;
+  }
+  std::vector<double> out = reduce(lrs);
+  rest(s);
   return out;
 }
 

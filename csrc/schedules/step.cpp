@@ -7,12 +7,15 @@
 
 namespace steadystep::schedules {
 
-Step::Step(int64_t step_size, double gamma) : step_size_(step_size), gamma_(gamma) {
+Step::Step(double step_size, double gamma) : step_size_(step_size), gamma_(gamma) {
+  // PyTorch takes any step_size and fails at the first step for 0 (ZeroDivisionError); a
+  // step_size <= 0 or nan is refused here, before the optimizer is touched.
   TORCH_CHECK_VALUE(step_size > 0, "StepLR: step_size must be > 0, got ", step_size);
 }
 
 std::vector<double> Step::get_lr(const StepContext& ctx) const {
-  if (ctx.last_epoch == 0 || ctx.last_epoch % step_size_ != 0) {
+  const double t = static_cast<double>(ctx.last_epoch);
+  if (ctx.last_epoch == 0 || python_mod(t, step_size_) != 0.0) {
     return ctx.lrs;
   }
   return scaled(ctx.lrs, gamma_);
@@ -20,20 +23,23 @@ std::vector<double> Step::get_lr(const StepContext& ctx) const {
 
 std::vector<double> Step::closed_form_lr(const StepContext& ctx) const {
   const double factor =
-      std::pow(gamma_, static_cast<double>(python_floordiv(ctx.last_epoch, step_size_)));
+      std::pow(gamma_, python_floordiv(static_cast<double>(ctx.last_epoch), step_size_));
   return scaled(ctx.base_lrs, factor);
 }
 
-MultiStep::MultiStep(std::vector<int64_t> milestones, double gamma)
+MultiStep::MultiStep(std::vector<double> milestones, double gamma)
     : sorted_milestones_(std::move(milestones)), gamma_(gamma) {
+  for (double m : sorted_milestones_) {
+    TORCH_CHECK_VALUE(!std::isnan(m), "MultiStepLR: milestones must be numbers, got nan");
+  }
   std::sort(sorted_milestones_.begin(), sorted_milestones_.end());
-  for (int64_t m : sorted_milestones_) {
+  for (double m : sorted_milestones_) {
     ++counts_[m];
   }
 }
 
 std::vector<double> MultiStep::get_lr(const StepContext& ctx) const {
-  const auto it = counts_.find(ctx.last_epoch);
+  const auto it = counts_.find(static_cast<double>(ctx.last_epoch));
   if (it == counts_.end()) {
     return ctx.lrs;
   }
@@ -42,9 +48,9 @@ std::vector<double> MultiStep::get_lr(const StepContext& ctx) const {
 
 std::vector<double> MultiStep::closed_form_lr(const StepContext& ctx) const {
   // bisect_right: milestones <= last_epoch.
-  const auto passed =
-      std::upper_bound(sorted_milestones_.begin(), sorted_milestones_.end(), ctx.last_epoch) -
-      sorted_milestones_.begin();
+  const auto passed = std::upper_bound(sorted_milestones_.begin(), sorted_milestones_.end(),
+                                       static_cast<double>(ctx.last_epoch)) -
+                      sorted_milestones_.begin();
   return scaled(ctx.base_lrs, std::pow(gamma_, static_cast<double>(passed)));
 }
 

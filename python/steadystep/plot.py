@@ -49,6 +49,10 @@ def _scheduler_args(cls: type, extra: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+class ArgumentError(ValueError):
+    """A scheduler refused the arguments given on the command line."""
+
+
 def lr_curves(names: list[str], steps: int, lr: float, groups: int, args: dict[str, Any]) -> dict[str, list[list[float]]]:
     """The lr of every param group after construction and after each of `steps` steps."""
     curves = {}
@@ -59,7 +63,10 @@ def lr_curves(names: list[str], steps: int, lr: float, groups: int, args: dict[s
             raise SystemExit(f"unknown or composite scheduler {name!r}; choose from: {', '.join(plain)}")
         params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(groups)]
         opt = torch.optim.SGD([{"params": [p], "lr": lr} for p in params], lr=lr, momentum=0.9)
-        sched = cls(opt, **_scheduler_args(cls, args))
+        try:
+            sched = cls(opt, **_scheduler_args(cls, args))
+        except (TypeError, ValueError) as e:  # the scheduler's own check of an argument
+            raise ArgumentError(f"{name}: {e}") from e
         rows = [[g["lr"] for g in opt.param_groups]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -93,7 +100,10 @@ def main(argv: list[str] | None = None) -> None:
         if not key.startswith("--"):
             parser.error(f"expected --name before {key!r}")
         extra[key[2:].replace("-", "_")] = _parse_value(value)
-    curves = lr_curves(opts.names, opts.steps, opts.lr, opts.groups, extra)
+    try:
+        curves = lr_curves(opts.names, opts.steps, opts.lr, opts.groups, extra)
+    except ArgumentError as e:
+        parser.error(str(e))
 
     if opts.csv:
         with open(opts.csv, "w", newline="") as f:

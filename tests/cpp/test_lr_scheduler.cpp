@@ -127,4 +127,74 @@ TEST(LRScheduler, DrivesALibTorchTrainingLoop) {
   EXPECT_NEAR(sched.get_last_lr()[0], 0.0, 1e-12);  // the cosine ends at eta_min = 0
 }
 
+// PyTorch's order: the bookkeeping of a step happens before a reduction fails on a param group
+// added since construction (with one min_lr per group); one min_lr for all follows the groups.
+TEST(ReduceLROnPlateau, ParamGroupAddedAfterConstruction) {
+  torch::optim::SGD sgd(params(), torch::optim::SGDOptions(0.5));
+  steadystep::ReduceLROnPlateau shared(
+      sgd, steadystep::ReduceLROnPlateauOptions().patience(0).min_lr({1e-5}));
+  // one min_lr for all: the added group is reduced too
+  shared.step(1.0);
+  sgd.add_param_group(
+      torch::optim::OptimizerParamGroup(params(), std::make_unique<torch::optim::SGDOptions>(0.3)));
+  shared.step(2.0);  // worse: reduce
+  EXPECT_DOUBLE_EQ(sgd.param_groups()[0].options().get_lr(), 0.05);
+  EXPECT_DOUBLE_EQ(sgd.param_groups()[1].options().get_lr(), 0.3 * 0.1);
+  EXPECT_EQ(shared.last_epoch(), 2);
+
+  // a min_lr per group: the reduction fails with PyTorch's message, after the bookkeeping
+  torch::optim::SGD two(params(), torch::optim::SGDOptions(0.5));
+  two.add_param_group(
+      torch::optim::OptimizerParamGroup(params(), std::make_unique<torch::optim::SGDOptions>(0.4)));
+  steadystep::ReduceLROnPlateau plateau(
+      two, steadystep::ReduceLROnPlateauOptions().patience(0).min_lr({1e-5, 1e-4}));
+  plateau.step(1.0);
+  two.add_param_group(
+      torch::optim::OptimizerParamGroup(params(), std::make_unique<torch::optim::SGDOptions>(0.3)));
+  plateau.step(0.5);  // better: nothing to reduce, no error
+  try {
+    plateau.step(0.9);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace())
+                  .find("The number of param groups in the `optimizer` (3) differs from when "
+                        "`ReduceLROnPlateau` was initialized (2)"),
+              std::string::npos)
+        << e.what_without_backtrace();
+  }
+  EXPECT_EQ(plateau.last_epoch(), 3);
+  EXPECT_EQ(plateau.state().last_epoch, 3);
+  EXPECT_DOUBLE_EQ(plateau.state().best, 0.5);
+  EXPECT_EQ(plateau.state().num_bad_epochs, 1);
+  EXPECT_DOUBLE_EQ(two.param_groups()[0].options().get_lr(), 0.5);  // nothing reduced
+}
+
+// SequentialLR restarts a BoundedLR at its milestone as it restarts any scheduler: the wrapped
+// one restarts (closed form at epoch 0), then the lrs are clamped.
+TEST(BoundedLR, RestartsInsideSequentialLR) {
+  auto sequence = [](bool bounded) {
+    torch::optim::SGD sgd(params(), torch::optim::SGDOptions(0.1));
+    auto warmup = std::make_shared<steadystep::LinearLR>(sgd, 0.4, 1.0, 2);
+    std::shared_ptr<steadystep::LRScheduler> decay =
+        std::make_shared<steadystep::ExponentialLR>(sgd, 0.5);
+    if (bounded) {
+      decay = std::make_shared<steadystep::BoundedLR>(decay, 0.0, 1.0);
+    }
+    steadystep::SequentialLR sched(sgd, {warmup, decay}, {2});
+    std::vector<double> lrs{sgd.param_groups()[0].options().get_lr()};
+    for (int i = 0; i < 5; ++i) {
+      sched.step();
+      lrs.push_back(sgd.param_groups()[0].options().get_lr());
+    }
+    return lrs;
+  };
+  const auto plain = sequence(false);
+  const std::vector<double> want{0.04, 0.07, 0.1, 0.05, 0.025, 0.0125};
+  ASSERT_EQ(plain.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_NEAR(plain[i], want[i], 1e-15) << i;
+  }
+  EXPECT_EQ(sequence(true), plain);
+}
+
 }  // namespace

@@ -67,3 +67,24 @@ def test_cpp_save_load_resumes_identically(case, tmp_path):
     uninterrupted = cpp_run(case)
     resumed = cpp_run(case, resume_at=617, path=str(tmp_path / "ckpt"))
     assert resumed == uninterrupted
+
+
+# BoundedLR inside SequentialLR (issue 11, item 16): the C++ classes restart the wrapped
+# scheduler at the milestone, as torch restarts an unwrapped one.
+from scheduler_cases import Case, Spec  # noqa: E402
+
+
+def _sequential(second, first=None):
+    first = first or Spec("LinearLR", (0.4,), {"total_iters": 2})
+    return Spec("SequentialLR", ([first, second], [2]))
+
+
+@pytest.mark.parametrize("inner", [Spec("ExponentialLR", (0.5,)), Spec("StepLR", (3, 0.5)),
+                                   Spec("CosineAnnealingLR", (7,))])
+def test_cpp_bounded_lr_inside_sequential_lr_restarts(inner):
+    wide = Case(_sequential(Spec("BoundedLR", (inner, 0.0, 10.0))), steps=60)
+    first = Case(_sequential(Spec("StepLR", (4,)), Spec("BoundedLR", (inner, 0.0, 10.0))), steps=60)
+    for case, plain in [(wide, _sequential(inner)), (first, _sequential(Spec("StepLR", (4,)), inner))]:
+        assert_rows_close(cpp_run(case), run(Case(plain, steps=60), TORCH))
+    tight = Case(_sequential(Spec("BoundedLR", (inner, 0.02, 0.08))), steps=60)
+    assert cpp_run(tight) == run(tight, ss)  # clamped: C++ and Python run the same math

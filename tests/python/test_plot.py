@@ -43,3 +43,26 @@ def test_clear_errors():
         main(["StepLR", "--steps", "5"])
     with pytest.raises(SystemExit, match="unknown or composite"):
         main(["NoSuchLR"])
+
+
+def test_real_step_size_draws_torchs_schedule(tmp_path):
+    # PyTorch's StepLR takes step_size=2.5 (decays at steps 5, 10, ...): the plot draws that.
+    out = tmp_path / "lr.csv"
+    main(["StepLR", "--steps", "20", "--step_size", "2.5", "--gamma", "0.5", "--csv", str(out)])
+    rows = list(csv.reader(out.open()))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 2.5, 0.5)
+    want = [0.1]
+    for _ in range(20):
+        opt.step()
+        sched.step()
+        want.append(opt.param_groups[0]["lr"])
+    assert [float(r[1]) for r in rows[1:]] == want
+
+
+def test_bad_scheduler_argument_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["StepLR", "--steps", "5", "--step_size", "abc", "--csv", "/dev/null"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "step_size" in err and "'abc'" in err and "Traceback" not in err

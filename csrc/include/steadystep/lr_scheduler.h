@@ -33,6 +33,14 @@ namespace steadystep {
 double initial_lr(torch::optim::OptimizerParamGroup& group,
                   std::optional<double> set = std::nullopt);
 
+/// Another scheduler value PyTorch keeps in the param group dict (OneCycleLR's `max_lr`,
+/// `min_lr`, `max_momentum`, `base_momentum`), shared by every scheduler of the group as in
+/// Python; nullopt when none is recorded.
+std::optional<double> group_field(torch::optim::OptimizerParamGroup& group, const std::string& key);
+/// Records `group[key] = value` (see `group_field`).
+void set_group_field(torch::optim::OptimizerParamGroup& group, const std::string& key,
+                     double value);
+
 /// Base of every steadystep scheduler: a `torch::optim::LRScheduler` that behaves like
 /// PyTorch's Python `LRScheduler`. Unlike LibTorch's own schedulers it steps once at
 /// construction and counts `last_epoch` as Python does, so the lr after construction and after
@@ -76,8 +84,9 @@ class LRScheduler : public torch::optim::LRScheduler {
   virtual std::vector<std::shared_ptr<LRScheduler>> children() const { return {}; }
 
   /// The step PyTorch takes at construction. Every concrete scheduler calls it last in its
-  /// constructor (a base constructor cannot reach the derived `compute_lr`).
-  void initial_step();
+  /// constructor (a base constructor cannot reach the derived `compute_lr`). Virtual so that a
+  /// wrapper (BoundedLR) that SequentialLR restarts passes it on to the scheduler it wraps.
+  virtual void initial_step();
   /// PyTorch's `_update_lr(epoch)`: advances `last_epoch` (or sets it to `epoch`, closed form),
   /// computes the lrs and sets them, without counting a step.
   void update_lr(std::optional<int64_t> epoch);
@@ -85,6 +94,9 @@ class LRScheduler : public torch::optim::LRScheduler {
   void apply_lrs(std::vector<double> lrs);
   void set_last_epoch(int64_t last_epoch) { last_epoch_ = last_epoch; }
   void set_base_lrs(std::vector<double> base_lrs);
+  /// Whether this scheduler's construction registered group `i`'s initial lr (Python's
+  /// `setdefault` found none): a constructor that sets the lr first (CyclicLR) re-registers it.
+  bool created_initial_lr(size_t i) const { return created_initial_lr_.at(i); }
   /// The context `compute_lr` sees now.
   schedules::StepContext context() const;
   /// Writes/reads a double vector under `key` (for subclasses' own state).
@@ -95,6 +107,7 @@ class LRScheduler : public torch::optim::LRScheduler {
 
  private:
   friend class SequentialLR;
+  friend class BoundedLR;
   std::vector<double> get_lrs() final;
 
   torch::optim::Optimizer& optimizer_;
@@ -103,6 +116,7 @@ class LRScheduler : public torch::optim::LRScheduler {
   bool is_initial_ = false;
   std::vector<double> base_lrs_;
   std::vector<double> last_lr_;
+  std::vector<bool> created_initial_lr_;
 };
 
 /// `torch::save(scheduler, path)` support.
@@ -178,7 +192,9 @@ class MultiStepLR : public ScheduleLR<schedules::MultiStep> {
  public:
   MultiStepLR(torch::optim::Optimizer& optimizer, std::vector<int64_t> milestones,
               double gamma = 0.1, int64_t last_epoch = -1)
-      : ScheduleLR(optimizer, last_epoch, schedules::MultiStep(std::move(milestones), gamma)) {}
+      : ScheduleLR(optimizer, last_epoch,
+                   schedules::MultiStep(std::vector<double>(milestones.begin(), milestones.end()),
+                                        gamma)) {}
 };
 
 /// PyTorch's `ConstantLR(optimizer, factor=1/3, total_iters=5, last_epoch=-1)`.
@@ -247,6 +263,9 @@ class CosineAnnealingWarmRestarts : public LRScheduler {
 
  protected:
   std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
+  /// PyTorch's `_update_lr(epoch)` (SequentialLR's restart): PyTorch's class has no closed form,
+  /// so it sets `last_epoch` and recomputes the lrs at the current position of the cycle.
+  std::vector<double> compute_closed_form_lr(const schedules::StepContext& ctx) override;
 
  private:
   schedules::CosineWarmRestarts schedule_;
@@ -353,6 +372,8 @@ class ReduceLROnPlateau : public LRScheduler {
   std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
 
  private:
+  void step_to(double metric, std::optional<int64_t> epoch);
+  ReduceLROnPlateauOptions options_;
   schedules::Plateau schedule_;
   schedules::PlateauState state_;
 };
@@ -409,6 +430,10 @@ class BoundedLR : public LRScheduler {
 
  protected:
   std::vector<double> compute_lr(const schedules::StepContext& ctx) override;
+  /// A restart by SequentialLR (`update_lr(0)`) restarts the wrapped scheduler, then clamps.
+  std::vector<double> compute_closed_form_lr(const schedules::StepContext& ctx) override;
+  /// SequentialLR's construction step, passed on to the wrapped scheduler, then clamped.
+  void initial_step() override;
   std::vector<std::shared_ptr<LRScheduler>> children() const override { return {scheduler_}; }
 
  private:

@@ -31,6 +31,24 @@ inline double python_mod(double a, double b) {
   return r;
 }
 
+/// Python's `a // b` for floats (CPython's float floor division, bit for bit); with integral
+/// arguments it equals the integer floor division.
+inline double python_floordiv(double a, double b) {
+  const double mod = std::fmod(a, b);
+  double div = (a - mod) / b;
+  if (mod != 0.0 && ((b < 0.0) != (mod < 0.0))) {
+    div -= 1.0;
+  }
+  if (div == 0.0) {
+    return std::copysign(0.0, a / b);
+  }
+  double floordiv = std::floor(div);
+  if (div - floordiv > 0.5) {
+    floordiv += 1.0;
+  }
+  return floordiv;
+}
+
 /// Python's `a // b` for integers (rounds toward negative infinity).
 inline int64_t python_floordiv(int64_t a, int64_t b) {
   int64_t q = a / b;

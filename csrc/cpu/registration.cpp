@@ -6,6 +6,7 @@
 #include "cpu/kernels.h"
 #include "ops/step_checks.h"
 
+#include <ATen/Version.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/library.h>
 
@@ -22,6 +23,14 @@ bool has_avx2() {
     return false;
 #endif
   }();
+  return avx2;
+}
+
+// The fused steps reproduce torch's roundings, and ATen fuses multiply-adds only in its
+// AVX2/AVX512 kernels: the step kernels follow the instruction set torch itself runs
+// (ATEN_CPU_CAPABILITY=default included), not just what the CPU has.
+bool step_kernels_avx2() {
+  static const bool avx2 = has_avx2() && at::get_cpu_capability() != "DEFAULT";
   return avx2;
 }
 
@@ -126,7 +135,8 @@ void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
                         weight_decay, amsgrad, maximize, decoupled_weight_decay};
   const auto tensors = step_tensors(params, grads, {exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, steps);
   const GradMultiplier mult = multiplier_of(grad_multiplier);
-  has_avx2() ? AVX2::adam_step(tensors, hyper, mult) : DEFAULT::adam_step(tensors, hyper, mult);
+  step_kernels_avx2() ? AVX2::adam_step(tensors, hyper, mult)
+                      : DEFAULT::adam_step(tensors, hyper, mult);
 }
 
 void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
@@ -141,7 +151,8 @@ void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList mo
   const SGDHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize};
   const auto tensors = step_tensors(params, grads, {momentum_buffers}, steps);
   const GradMultiplier mult = multiplier_of(grad_multiplier);
-  has_avx2() ? AVX2::sgd_step(tensors, hyper, mult) : DEFAULT::sgd_step(tensors, hyper, mult);
+  step_kernels_avx2() ? AVX2::sgd_step(tensors, hyper, mult)
+                      : DEFAULT::sgd_step(tensors, hyper, mult);
 }
 
 }  // namespace

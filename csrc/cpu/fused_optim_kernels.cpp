@@ -56,9 +56,11 @@ void for_each_step_chunk(const std::vector<StepTensor>& tensors, Body body) {
 // on CPU, op by op, in its order and with its roundings: each `x + a * y` of ATen's kernels
 // (add with alpha, lerp, addcmul) is one fused multiply-add in its AVX2/AVX512 builds, in the
 // vector loop and in the scalar tail alike (measured), so it is one here (`fmadd`); ATen's
-// DEFAULT build has no FMA, nor has ours. fp16/bf16 keep their intermediates in fp32 (one
-// rounding per stored state), as torch's fused kernels do. The CUDA kernels compute the same
-// (NOTE [Adam arithmetic] in cuda/fused_adam.cu).
+// DEFAULT build has no FMA, nor has ours (registration.cpp follows torch's CPU capability).
+// Adam's square root is torch's own CPU sqrt (`torch_sqrt`), which costs a second pass over
+// each chunk. fp16/bf16 keep their intermediates in fp32 (one rounding per stored state), as
+// torch's fused kernels do. The CUDA kernels compute the same, with CUDA's correctly rounded
+// sqrt, which is torch's there (NOTE [Adam arithmetic] in cuda/fused_adam.cu).
 template <typename A>
 inline A fmadd(A a, A b, A c) {
 #if defined(CPU_CAPABILITY_AVX2)

@@ -22,9 +22,9 @@ from scheduler_cases import TORCH, Spec, build, make_optimizer, row
 from steadystep import lr_scheduler as ss
 
 STEPS = 300
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FEWER = settings(SETTINGS, max_examples=30)
+FEWER = settings(SETTINGS, max_examples=50)
 
 
 class RefBounded:
@@ -236,7 +236,7 @@ def _driver():
     return test_cpp_schedulers
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=80)
 @given(spec=tree(integral=True), base_lrs=group_lrs)
 def test_cpp_schedulers_equal_torchs(spec, base_lrs):
     cpp = _driver()

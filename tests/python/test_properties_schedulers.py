@@ -220,8 +220,16 @@ def test_reduce_lr_on_plateau_equals_torchs(spec, base_lrs, phase, period):
                                                          max_size=STEPS))
 def test_step_with_epoch_equals_torchs(spec, base_lrs, epochs):
     # step(epoch): the closed form where torch has one, get_lr where it has none
-    if spec.name in ("OneCycleLR", "CyclicLR", "CosineAnnealingWarmRestarts"):
-        return
+    assert_same(lrs(spec, ss, base_lrs, epochs), lrs(spec, TORCH, base_lrs, epochs))
+
+
+@FEWER
+@given(T_0=st.integers(1, 40), T_mult=st.integers(1, 3), eta_min=st.floats(0.0, 0.01), base_lrs=group_lrs,
+       epochs=st.lists(st.one_of(st.none(), st.floats(0.0, 500.0), st.integers(0, 500)), min_size=STEPS,
+                       max_size=STEPS))
+def test_warm_restarts_with_fractional_epochs_equals_torchs(T_0, T_mult, eta_min, base_lrs, epochs):
+    # None steps by one; floats move within or across cycles, as torch's step(epoch) does
+    spec = Spec("CosineAnnealingWarmRestarts", (T_0, T_mult, eta_min))
     assert_same(lrs(spec, ss, base_lrs, epochs), lrs(spec, TORCH, base_lrs, epochs))
 
 

@@ -257,3 +257,18 @@ def test_cpp_schedulers_equal_torchs(spec, base_lrs):
 
     ours = cpp.driver.run(as_kwargs(spec), "sgd", list(base_lrs), STEPS, None, -1, "")
     assert_same((ours, None), theirs)
+
+
+@FEWER
+@given(spec=plateau(), base_lrs=group_lrs, phase=st.floats(0, 10), period=st.floats(3, 60))
+def test_cpp_reduce_lr_on_plateau_equals_torchs(spec, base_lrs, phase, period):
+    cpp = _driver()
+    if cpp is None:
+        pytest.skip("the C++ test driver is not built")
+    if spec.name != "ReduceLROnPlateau":
+        return  # the C++ BoundedLR steps its scheduler without a metric
+    from scheduler_cases import as_kwargs
+
+    metrics = [math.sin(i / period + phase) + 2.0 + (i % 7) * 1e-3 for i in range(STEPS)]
+    ours = cpp.driver.run(as_kwargs(spec), "sgd", list(base_lrs), STEPS, metrics, -1, "")
+    assert_same((ours, None), lrs(spec, REFERENCE, base_lrs, metrics))

@@ -28,12 +28,14 @@ inline void check_list_length(const char* op, const char* name, at::TensorList l
 /// its stride is free, as autograd leaves it: a (3, 1) param may get a grad with strides
 /// [1, 3]). With `p` non-overlapping and dense, element k of one flat pass over each is then
 /// the same element of both.
+/// Sizes are read as SymInts: under torch.compile's dynamic shapes (fake tensors) a plain
+/// `sizes()` or `numel()` throws.
 inline bool same_memory_walk(const at::Tensor& t, const at::Tensor& p) {
-  if (t.sizes() != p.sizes()) {
+  if (t.sym_sizes() != p.sym_sizes()) {
     return false;
   }
   for (int64_t d = 0; d < p.dim(); ++d) {
-    if (p.size(d) > 1 && t.stride(d) != p.stride(d)) {
+    if (p.sym_size(d) > 1 && t.sym_stride(d) != p.sym_stride(d)) {
       return false;
     }
   }
@@ -66,7 +68,7 @@ inline void check_step_tensors(
       TORCH_CHECK(t.layout() == at::kStrided, op, ": ", name, "[", i,
                   "] is sparse; only dense gradients and states are supported");
       TORCH_CHECK(t.device() == p.device() && t.scalar_type() == p.scalar_type() &&
-                      (p.numel() == 0 ? t.sizes() == p.sizes() : same_memory_walk(t, p)),
+                      (p.sym_numel() == 0 ? t.sym_sizes() == p.sym_sizes() : same_memory_walk(t, p)),
                   op, ": ", name, "[", i, "] (", t.scalar_type(), " ", t.sizes(), " on ",
                   t.device(), ", strides ", t.strides(), ") must match its param (",
                   p.scalar_type(), " ", p.sizes(), " on ", p.device(), ", strides ", p.strides(),
@@ -76,7 +78,7 @@ inline void check_step_tensors(
   }
   check_list_length(op, "steps", steps, params.size(), true);
   for (size_t i = 0; i < steps.size(); ++i) {
-    TORCH_CHECK(steps[i].numel() == 1 && steps[i].scalar_type() == at::kFloat &&
+    TORCH_CHECK(steps[i].sym_numel() == 1 && steps[i].scalar_type() == at::kFloat &&
                     steps[i].device() == params[i].device(),
                 op, ": steps[", i, "] must be a one-element float32 tensor on ",
                 params[i].device());

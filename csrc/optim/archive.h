@@ -48,6 +48,22 @@ class FieldReader {
   std::string where_;
 };
 
+/// Reads the clipping settings a steadystep archive holds into `options`; a LibTorch archive
+/// has none and leaves them as they are.
+template <typename Options>
+void read_clip_settings(FieldReader& r, Options& options) {
+  if (auto v = r.find("max_grad_norm")) {
+    options.max_grad_norm(v->isNone() ? std::nullopt
+                                      : std::optional<double>(r.number(*v, "max_grad_norm")));
+  }
+  if (auto v = r.find("norm_type")) {
+    options.norm_type(r.number(*v, "norm_type"));
+  }
+  if (auto v = r.find("skip_nonfinite")) {
+    options.skip_nonfinite(r.flag(*v, "skip_nonfinite"));
+  }
+}
+
 /// An optimizer archive matched to an optimizer's parameters: per group, its options archive;
 /// per parameter (group by group, in order), its state archive, if it has one.
 struct Matched {

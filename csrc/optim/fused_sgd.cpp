@@ -33,16 +33,7 @@ void FusedSGDOptions::serialize(torch::serialize::InputArchive& archive) {
   if (auto v = r.find("maximize")) {
     read.maximize(r.flag(*v, "maximize"));
   }
-  if (auto v = r.find("max_grad_norm")) {
-    read.max_grad_norm(v->isNone() ? std::nullopt
-                                   : std::optional<double>(r.number(*v, "max_grad_norm")));
-  }
-  if (auto v = r.find("norm_type")) {
-    read.norm_type(r.number(*v, "norm_type"));
-  }
-  if (auto v = r.find("skip_nonfinite")) {
-    read.skip_nonfinite(r.flag(*v, "skip_nonfinite"));
-  }
+  archive::read_clip_settings(r, read);
   *this = read;
 }
 

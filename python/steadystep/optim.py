@@ -240,6 +240,21 @@ class _FusedOptimizer(Optimizer):
             for g in grads:
                 g.mul_(factor.to(g.device))
 
+    def _clipped_grads_per_group(self, params_per_group: list[list[Tensor]]) -> list[list[Tensor]]:
+        """The differentiable path's clipped gradients of `params_per_group`, split as it is;
+        empty when no param has a gradient or the guard skips the step."""
+        grads = [p.grad for params in params_per_group for p in params]
+        if not grads:
+            return []
+        clipped, skip = self._clipped_grads(grads)
+        if skip:
+            return []
+        out, index = [], 0
+        for params in params_per_group:
+            out.append(clipped[index:index + len(params)])
+            index += len(params)
+        return out
+
     def _clipped_grads(self, grads: list[Tensor]) -> tuple[list[Tensor], bool]:
         """The differentiable path's clip and guard: grads unscaled and multiplied by a clip
         coefficient computed without autograd (as clip_grad_norm_ does); True when the step is
@@ -431,23 +446,16 @@ class FusedAdam(_FusedOptimizer):
 
     def _differentiable_step(self) -> None:
         gathered = [self._gather(group) for group in self.param_groups]
-        all_grads = [p.grad for members in gathered for p, _ in members]
-        if not all_grads:
-            return
-        clipped, skip = self._clipped_grads(all_grads)
-        if skip:
-            return
-        index = 0
-        for group, members in zip(self.param_groups, gathered):
-            n = len(members)
-            if n == 0:
+        clipped = self._clipped_grads_per_group([[p for p, _ in members] for members in gathered])
+        for group, members, grads in zip(self.param_groups, gathered, clipped):
+            if not members:
                 continue
             beta1, beta2 = group["betas"]
             params = [p for p, _ in members]
             states = [s for _, s in members]
             steps = [self._step_state(p, s) for p, s in members]
             _torch_adam(
-                params, clipped[index:index + n], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                 [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [], steps,
                 foreach=False, capturable=False, differentiable=True, fused=None,
                 has_complex=any(p.is_complex() for p in params),
@@ -455,7 +463,6 @@ class FusedAdam(_FusedOptimizer):
                 beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
                 maximize=group["maximize"],
             )
-            index += n
 
 
 class FusedAdamW(FusedAdam):
@@ -618,21 +625,14 @@ class FusedSGD(_FusedOptimizer):
 
     def _differentiable_step(self) -> None:
         members = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
-        all_grads = [p.grad for ps in members for p in ps]
-        if not all_grads:
-            return
-        clipped, skip = self._clipped_grads(all_grads)
-        if skip:
-            return
-        index = 0
-        for group, params in zip(self.param_groups, members):
-            n = len(params)
-            if n == 0:
+        clipped = self._clipped_grads_per_group(members)
+        for group, params, grads in zip(self.param_groups, members, clipped):
+            if not params:
                 continue
             momentum = group["momentum"]
             buffers = [self.state[p].get("momentum_buffer") if momentum != 0 else None for p in params]
             _torch_sgd(
-                params, clipped[index:index + n], buffers, has_sparse_grad=False, foreach=False, fused=None,
+                params, grads, buffers, has_sparse_grad=False, foreach=False, fused=None,
                 weight_decay=group["weight_decay"], momentum=momentum, lr=group["lr"],
                 dampening=group["dampening"], nesterov=group["nesterov"], maximize=group["maximize"],
             )
@@ -642,4 +642,3 @@ class FusedSGD(_FusedOptimizer):
                     state["momentum_buffer"] = buf
                 with torch.no_grad():
                     self._step_state(p, state).add_(1)
-            index += n

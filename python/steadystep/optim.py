@@ -226,6 +226,17 @@ class _FusedOptimizer(Optimizer):
         if self.write_back_grads:
             self._write_back(grads, self.last_grad_norm)
 
+    def _check_write_back(self, grads: list[Tensor]) -> None:
+        # Before the op: torch's in-place unscale/clip would refuse these grads before its step,
+        # so nothing may be updated when the write-back cannot happen.
+        if self.write_back_grads:
+            for g in grads:
+                if torch._debug_has_internal_overlap(g) == 1:
+                    raise RuntimeError(
+                        "unsupported operation: more than one element of the written-to tensor refers to a single "
+                        "memory location. Please clone() the tensor before performing the operation."
+                    )
+
     @torch.no_grad()
     def _write_back(self, grads: list[Tensor], norm: Tensor | None) -> None:
         """Leave `.grad` as GradScaler.unscale_ + clip_grad_norm_ leave it: unscaled, then
@@ -432,6 +443,7 @@ class FusedAdam(_FusedOptimizer):
             sizes.append(len(members))
         if not params:
             return
+        self._check_write_back(user_grads)
         grad_scale, found_inf, skipped = self._controls(params[0].device)
         groups = self.param_groups
         norm = torch.ops.steadystep.fused_adam_(
@@ -612,6 +624,7 @@ class FusedSGD(_FusedOptimizer):
             sizes.append(count)
         if not params:
             return
+        self._check_write_back(user_grads)
         grad_scale, found_inf, skipped = self._controls(params[0].device)
         groups = self.param_groups
         norm = torch.ops.steadystep.fused_sgd_(

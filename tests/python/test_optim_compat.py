@@ -557,3 +557,18 @@ def test_write_back_grads_without_amp_leaves_clipped_grads(cls):
         torch.nn.utils.clip_grad_norm_(ref_p, 0.5)
         for p, q in zip(ours_p, ref_p):
             assert_close_scaled(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("cls", [so.FusedSGD, so.FusedAdamW])
+def test_write_back_of_an_expanded_grad_refuses_before_the_step(cls):
+    # torch's in-place clip refuses a gradient whose elements share memory before its step;
+    # with write_back_grads ours must refuse before touching params or state as well.
+    param = torch.nn.Parameter(torch.randn(4, 3))
+    param.grad = torch.randn(1, 3).expand(4, 3)
+    opt = cls([param], lr=1e-2, max_grad_norm=0.5, write_back_grads=True)
+    before = param.detach().clone()
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+        opt.step()
+    assert torch.equal(param.detach(), before)
+    assert all(torch.equal(t, torch.zeros_like(t)) for t in opt.state[param].values()
+               if isinstance(t, torch.Tensor) and t.shape == param.shape)

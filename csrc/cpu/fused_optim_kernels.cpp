@@ -3,10 +3,10 @@
 // same order, as the CUDA kernels (NOTE [Torch's rounding]).
 
 #include "cpu/kernels.h"
+#include "cpu/torch_sqrt.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/from_blob.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -57,10 +57,11 @@ void for_each_step_chunk(const std::vector<StepTensor>& tensors, Body body) {
 // (add with alpha, lerp, addcmul) is one fused multiply-add in its AVX2/AVX512 builds, in the
 // vector loop and in the scalar tail alike (measured), so it is one here (`fmadd`); ATen's
 // DEFAULT build has no FMA, nor has ours (registration.cpp follows torch's CPU capability).
-// Adam's square root is torch's own CPU sqrt (`torch_sqrt`), which costs a second pass over
-// each chunk. fp16/bf16 keep their intermediates in fp32 (one rounding per stored state), as
-// torch's fused kernels do. The CUDA kernels compute the same, with CUDA's correctly rounded
-// sqrt, which is torch's there (NOTE [Adam arithmetic] in cuda/fused_adam.cu).
+// Adam's square root is torch's own CPU sqrt (`torch_sqrt`, NOTE [Torch's sqrt on CPU]),
+// which costs a second pass over each chunk. fp16/bf16 keep their intermediates in fp32 (one
+// rounding per stored state), as torch's fused kernels do. The CUDA kernels compute the same, with
+// CUDA's correctly rounded sqrt, which is torch's there (NOTE [Adam arithmetic] in
+// cuda/fused_adam.cu).
 template <typename A>
 inline A fmadd(A a, A b, A c) {
 #if defined(CPU_CAPABILITY_AVX2)
@@ -74,14 +75,6 @@ inline A fmadd(A a, A b, A c) {
 template <typename A>
 inline A lerp(A start, A end, A w, bool small_weight) {
   return small_weight ? fmadd(w, end - start, start) : fmadd(w - A(1), end - start, end);
-}
-
-// x = sqrt(x) in place, by torch's own CPU sqrt: ATen computes it with MKL's VML (high
-// accuracy mode) where torch has MKL, which is not always the correctly rounded root; the
-// same call gives the same bits (elementwise, whatever the length).
-template <typename A>
-void torch_sqrt(A* x, int64_t n) {
-  at::from_blob(x, {n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value)).sqrt_();
 }
 
 // torch.maximum: NaN wins.

@@ -68,6 +68,8 @@ def _kernel_layout(t: Tensor, ref: Tensor, copies: list | None) -> Tensor:
     """`t`, or a staging copy laid out as `ref` (registered in `copies` for write-back) when
     only its strides keep the kernels from walking it beside `ref`. Any other mismatch
     (dtype, device, shape, sparse) goes to the kernel as is, whose check names it."""
+    if t.layout == torch.strided and t.is_contiguous() and ref.is_contiguous():
+        return t  # the common case, decided in C (a step over thousands of tensors asks this often)
     if (t.layout != torch.strided or t.dtype != ref.dtype or t.device != ref.device or t.shape != ref.shape
             or _same_layout(t, ref)):
         return t

@@ -178,6 +178,26 @@ class _FusedOptimizer(Optimizer):
             device = self._skipped_steps.device if self._skipped_steps is not None else None
             self._skipped_steps = torch.as_tensor(skipped).to(device=device, dtype=torch.int64).clone()
 
+    # NOTE [torch.compile]: the step is one fused op already; inside a compiled function it runs
+    # eagerly (a graph break), so dynamo need not trace the optimizer's Python bookkeeping.
+    @torch.compiler.disable
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One fused step (clip, guard, update) over all param groups."""
+        loss = self._evaluate(closure)
+        if self._differentiable():
+            with torch.set_grad_enabled(True):
+                self._differentiable_step()
+        else:
+            with torch.no_grad():
+                self._fused_step()
+        return loss
+
+    def _fused_step(self) -> None:
+        raise NotImplementedError  # the subclass's one fused op
+
+    def _differentiable_step(self) -> None:
+        raise NotImplementedError  # the subclass's torch functional update
+
     # ---- step helpers ---------------------------------------------------------------------
 
     @property
@@ -384,20 +404,6 @@ class FusedAdam(_FusedOptimizer):
         self._check_impl_flags(foreach, differentiable, fused)
         self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
 
-    # NOTE [torch.compile]: the step is one fused op already; inside a compiled function it runs
-    # eagerly (a graph break), so dynamo need not trace the optimizer's Python bookkeeping.
-    @torch.compiler.disable
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One fused step (clip, guard, update) over all param groups."""
-        loss = self._evaluate(closure)
-        if self._differentiable():
-            with torch.set_grad_enabled(True):
-                self._differentiable_step()
-        else:
-            with torch.no_grad():
-                self._fused_step()
-        return loss
-
     def _gather(self, group: dict[str, Any]) -> list[tuple[Tensor, dict]]:
         name = type(self).__name__
         out = []
@@ -579,20 +585,6 @@ class FusedSGD(_FusedOptimizer):
             state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         return self._step_state(p, state)
-
-    # NOTE [torch.compile]: the step is one fused op already; inside a compiled function it runs
-    # eagerly (a graph break), so dynamo need not trace the optimizer's Python bookkeeping.
-    @torch.compiler.disable
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One fused step (clip, guard, update) over all param groups."""
-        loss = self._evaluate(closure)
-        if self._differentiable():
-            with torch.set_grad_enabled(True):
-                self._differentiable_step()
-        else:
-            with torch.no_grad():
-                self._fused_step()
-        return loss
 
     def _fused_step(self) -> None:
         self._check_fused_devices()

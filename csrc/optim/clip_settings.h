@@ -5,6 +5,8 @@
 // taken from the optimizer's defaults; a group's copy of them that differs would be silently
 // ignored, so it is refused instead.
 
+#include <torch/optim/optimizer.h>
+
 #include <optional>
 #include <string>
 
@@ -25,5 +27,18 @@ ClipSettings clip_settings(const Options& options) {
 /// that differs from the optimizer's.
 void check_group_clip(const std::string& who, size_t group, const ClipSettings& in_group,
                       const ClipSettings& optimizer_wide);
+
+/// check_group_clip for every param group of `optimizer`, whose options are `Options`: at
+/// construction and at each step (add_param_group is not virtual, so a group added later is
+/// caught there).
+template <typename Options>
+void check_groups_clip(const torch::optim::Optimizer& optimizer, const std::string& who) {
+  const auto wide = clip_settings(static_cast<const Options&>(optimizer.defaults()));
+  for (size_t g = 0; g < optimizer.param_groups().size(); ++g) {
+    check_group_clip(
+        who, g, clip_settings(static_cast<const Options&>(optimizer.param_groups()[g].options())),
+        wide);
+  }
+}
 
 }  // namespace steadystep

@@ -80,22 +80,13 @@ FusedAdam::FusedAdam(const std::vector<torch::optim::OptimizerParamGroup>& param
                     defaults.eps(), defaults.weight_decay(), defaults.amsgrad(),
                     defaults.maximize(), defaults.decoupled_weight_decay()});
   check_clip_settings(defaults.max_grad_norm(), defaults.norm_type());
-  check_groups_clip();
-}
-
-void FusedAdam::check_groups_clip() const {
-  const auto wide = clip_settings(static_cast<const FusedAdamOptions&>(defaults()));
-  for (size_t g = 0; g < param_groups().size(); ++g) {
-    check_group_clip(
-        "FusedAdam", g,
-        clip_settings(static_cast<const FusedAdamOptions&>(param_groups()[g].options())), wide);
-  }
+  check_groups_clip<FusedAdamOptions>(*this, "FusedAdam");
 }
 
 torch::Tensor FusedAdam::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   // Groups added (add_param_group is not virtual) or changed since construction.
-  check_groups_clip();
+  check_groups_clip<FusedAdamOptions>(*this, "FusedAdam");
   const torch::Tensor loss = evaluate(closure);
   const auto& wide = static_cast<const FusedAdamOptions&>(defaults());
   std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps;

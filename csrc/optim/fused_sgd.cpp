@@ -64,22 +64,13 @@ FusedSGD::FusedSGD(const std::vector<torch::optim::OptimizerParamGroup>& param_g
   check_sgd_hyper({defaults.lr(), defaults.momentum(), defaults.dampening(),
                    defaults.weight_decay(), defaults.nesterov(), defaults.maximize()});
   check_clip_settings(defaults.max_grad_norm(), defaults.norm_type());
-  check_groups_clip();
-}
-
-void FusedSGD::check_groups_clip() const {
-  const auto wide = clip_settings(static_cast<const FusedSGDOptions&>(defaults()));
-  for (size_t g = 0; g < param_groups().size(); ++g) {
-    check_group_clip(
-        "FusedSGD", g,
-        clip_settings(static_cast<const FusedSGDOptions&>(param_groups()[g].options())), wide);
-  }
+  check_groups_clip<FusedSGDOptions>(*this, "FusedSGD");
 }
 
 torch::Tensor FusedSGD::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   // Groups added (add_param_group is not virtual) or changed since construction.
-  check_groups_clip();
+  check_groups_clip<FusedSGDOptions>(*this, "FusedSGD");
   const torch::Tensor loss = evaluate(closure);
   const auto& wide = static_cast<const FusedSGDOptions&>(defaults());
   std::vector<torch::Tensor> params, grads, buffers, steps;

@@ -159,9 +159,6 @@ class FusedAdam : public FusedOptimizer {
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
-
- private:
-  void check_groups_clip() const;
 };
 
 /// SGD (momentum, dampening, nesterov, weight decay, maximize) with global-norm clipping,
@@ -176,9 +173,6 @@ class FusedSGD : public FusedOptimizer {
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
-
- private:
-  void check_groups_clip() const;
 };
 
 }  // namespace steadystep

@@ -16,6 +16,7 @@ set(STEADYSTEP_SOURCES
   # Layer 2: op schemas, composite ops and CPU/Meta kernels
   csrc/ops/schemas.cpp
   csrc/ops/get_total_norm.cpp
+  csrc/ops/sharded_norm.cpp
   csrc/ops/clip_grad.cpp
   csrc/ops/fused_optim.cpp
   csrc/ops/optim_checks.cpp

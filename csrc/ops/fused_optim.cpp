@@ -39,7 +39,8 @@ struct StepGuard {
 
 StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, double norm_type,
                      bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
-                     const std::optional<at::Tensor>& found_inf) {
+                     const std::optional<at::Tensor>& found_inf,
+                     const std::optional<at::Tensor>& grads_norm) {
   StepGuard guard;
   const at::ScalarType acc_dtype = accumulate_dtype(grads);
   at::Tensor inv_scale;
@@ -51,7 +52,13 @@ StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, 
     inv_scale = inv_scale.to(acc_dtype);
   }
   if (max_grad_norm || skip_nonfinite) {
-    guard.norm = total_norm_accumulated(grads, norm_type).to(acc_dtype);
+    if (grads_norm.has_value() && grads_norm->defined()) {
+      TORCH_CHECK(grads_norm->numel() == 1, "grads_norm must hold one value, got ",
+                  grads_norm->sizes());
+      guard.norm = grads_norm->reshape({}).to(acc_dtype);
+    } else {
+      guard.norm = total_norm_accumulated(grads, norm_type).to(acc_dtype);
+    }
     if (inv_scale.defined()) {
       guard.norm = guard.norm * inv_scale.to(guard.norm.device());
     }
@@ -163,7 +170,8 @@ at::Tensor fused_adam_composite(
     const c10::List<bool>& amsgrad_list, const c10::List<bool>& maximize_list,
     const c10::List<bool>& decoupled_list, std::optional<double> max_grad_norm, double norm_type,
     bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps) {
+    const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps,
+    const std::optional<at::Tensor>& grads_norm) {
   const std::vector<bool> amsgrad = amsgrad_list.vec(), maximize = maximize_list.vec(),
                           decoupled_weight_decay = decoupled_list.vec();
   check_groups(params, group_sizes,
@@ -188,8 +196,8 @@ at::Tensor fused_adam_composite(
                       at::TensorList, at::TensorList, double, double, double, double, double, bool,
                       bool, bool, const std::optional<at::Tensor>&,
                       const std::optional<at::Tensor>&)>();
-  const StepGuard guard =
-      guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale, found_inf);
+  const StepGuard guard = guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale,
+                                     found_inf, grads_norm);
   for_each_group(params, steps, group_sizes, guard,
                  [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device) {
                    kernel.call(pick(params, idx), pick(grads, idx), pick(exp_avgs, idx),
@@ -209,7 +217,8 @@ at::Tensor fused_sgd_composite(
     c10::ArrayRef<double> weight_decay, const c10::List<bool>& nesterov_list,
     const c10::List<bool>& maximize_list, std::optional<double> max_grad_norm, double norm_type,
     bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
-    const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps) {
+    const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps,
+    const std::optional<at::Tensor>& grads_norm) {
   const std::vector<bool> nesterov = nesterov_list.vec(), maximize = maximize_list.vec();
   check_groups(params, group_sizes,
                {lr.size(), momentum.size(), dampening.size(), weight_decay.size(), nesterov.size(),
@@ -231,8 +240,8 @@ at::Tensor fused_sgd_composite(
           .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, double,
                       double, double, double, bool, bool, const std::optional<at::Tensor>&,
                       const std::optional<at::Tensor>&)>();
-  const StepGuard guard =
-      guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale, found_inf);
+  const StepGuard guard = guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale,
+                                     found_inf, grads_norm);
   for_each_group(
       params, steps, group_sizes, guard,
       [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device) {

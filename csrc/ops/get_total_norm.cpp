@@ -8,9 +8,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/distributed/c10d/GroupRegistry.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/library.h>
 
+#include <atomic>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace steadystep {
@@ -79,6 +83,17 @@ at::Tensor nonfinite(const at::Tensor& t) {
   return at::ne(at::sub(t, t), 0);
 }
 
+void check_finite_norm(const at::Tensor& total, double norm_type) {
+  TORCH_CHECK(!total.is_meta(),
+              "get_total_norm: error_if_nonfinite=True needs the norm's value, and a meta tensor "
+              "has none");
+  // torch's message, word for word (users match on it).
+  TORCH_CHECK(!nonfinite(total).item<bool>(), "The total norm of order ", format_float(norm_type),
+              " for gradients from `parameters` is non-finite, so it cannot be clipped. To "
+              "disable this error and scale the gradients by the non-finite norm anyway, set "
+              "`error_if_nonfinite=False`");
+}
+
 at::ScalarType total_norm_dtype(at::TensorList tensors) {
   // The per-tensor norms are real (a complex tensor's norm has its real dtype), and the
   // stack of them promotes.
@@ -99,15 +114,7 @@ at::Tensor get_total_norm_composite(at::TensorList tensors, double norm_type,
   }
   const at::Tensor total = total_norm_accumulated(tensors, norm_type).to(total_norm_dtype(tensors));
   if (error_if_nonfinite) {
-    TORCH_CHECK(!total.is_meta(),
-                "get_total_norm: error_if_nonfinite=True needs the norm's "
-                "value, and a meta tensor has none");
-    // The one check that reads the norm on the host, as torch's does; torch's message, word
-    // for word (users match on it).
-    TORCH_CHECK(!nonfinite(total).item<bool>(), "The total norm of order ", format_float(norm_type),
-                " for gradients from `parameters` is non-finite, so it cannot be clipped. To "
-                "disable this error and scale the gradients by the non-finite norm anyway, set "
-                "`error_if_nonfinite=False`");
+    check_finite_norm(total, norm_type);
   }
   return total;
 }
@@ -123,6 +130,62 @@ at::Tensor get_total_norm(at::TensorList tensors, double norm_type, bool error_i
 
 TORCH_LIBRARY_IMPL(steadystep, CompositeImplicitAutograd, m) {
   m.impl("get_total_norm", &get_total_norm_composite);
+}
+
+namespace {
+
+// NOTE [Process group names]: torch's functional collectives (what get_total_norm_sharded
+// reduces with, so that the same op serves Python, C++ and torch.compile) take a group by its
+// name and look it up in c10d's group registry. Python registers every group it creates; a group
+// built in C++ is in no registry until someone puts it there, and may have no name at all. So a
+// group without a name is given one (a counter: unique in the process, never reused, unlike an
+// address), and a name that does not resolve is registered, once, to this group. The registry
+// holds weak references: the name goes stale when the group is destroyed, and the group is
+// re-registered if a stale entry is left under its name. A name that resolves to another live
+// group (two C++ groups given the same name) would reduce over the wrong ranks: refused.
+std::string registered_group_name(const c10::intrusive_ptr<c10d::ProcessGroup>& group) {
+  static std::atomic<uint64_t> next_id{0};
+  if (group->getGroupName().empty()) {
+    group->setGroupName("steadystep_group_" + std::to_string(next_id++));
+  }
+  const std::string name = group->getGroupName();
+  c10::intrusive_ptr<c10d::ProcessGroup> found;
+  try {
+    found = c10d::resolve_process_group(name);
+  } catch (const c10::Error&) {
+    // not registered, or registered and destroyed since
+  }
+  if (!found) {
+    try {
+      c10d::register_process_group(name, group);
+    } catch (const c10::Error&) {
+      c10d::unregister_process_group(name);  // the stale entry of a destroyed group
+      c10d::register_process_group(name, group);
+    }
+    return name;
+  }
+  TORCH_CHECK(found.get() == group.get(), "get_total_norm: the process group is named '", name,
+              "', but c10d's group registry resolves that name to another process group (rank ",
+              found->getRank(), " of ", found->getSize(),
+              "); give each process group a name of its own (ProcessGroup::setGroupName)");
+  return name;
+}
+
+}  // namespace
+
+at::Tensor get_total_norm(at::TensorList tensors, double norm_type, bool error_if_nonfinite,
+                          const c10::intrusive_ptr<c10d::ProcessGroup>& process_group) {
+  if (!process_group) {
+    return get_total_norm(tensors, norm_type, error_if_nonfinite);
+  }
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("steadystep::get_total_norm_sharded", "")
+          .typed<at::Tensor(at::TensorList, c10::IntArrayRef, std::vector<std::string>,
+                            c10::IntArrayRef, std::optional<std::string>, double, bool)>();
+  // Every tensor counts on this rank (parts empty), reduced over the one group.
+  return op.call(tensors, {}, {}, {}, registered_group_name(process_group), norm_type,
+                 error_if_nonfinite);
 }
 
 }  // namespace steadystep

@@ -13,6 +13,15 @@ TORCH_LIBRARY(steadystep, m) {
   // Backend kernel of get_total_norm: tensors of one device, p > 0 or inf; returns the norm as
   // a 0-dim fp32 tensor (fp64 if any input is fp64).
   m.def("_total_norm(Tensor[] tensors, float norm_type) -> Tensor");
+  // The norm of gradients sharded over ranks (NOTE [Sharded norm] in sharded_norm.cpp): each
+  // rank passes its local tensors; parts[i] is tensor i's part (-1: counted by another rank;
+  // empty: all in part 0); part k's norm^p is all-reduced over its groups_per_part[k] groups
+  // (names, in order), the parts are added, and the sum is all-reduced over process_group.
+  // Returns the norm, identical on every rank, 0-dim fp32 (fp64 if an input is fp64) on
+  // tensors[0]'s device; no host sync.
+  m.def(
+      "get_total_norm_sharded(Tensor[] tensors, int[] parts, str[] groups, int[] groups_per_part, "
+      "str? process_group=None, float norm_type=2.0, bool error_if_nonfinite=False) -> Tensor");
 
   // Scale `grads` (in place) by min(1, max_norm / (total_norm + 1e-6)), as
   // torch.nn.utils.clip_grads_with_norm_; the coefficient never leaves the device.
@@ -35,19 +44,22 @@ TORCH_LIBRARY(steadystep, m) {
   // state, and the non-finite guard (skip_nonfinite, found_inf): a skipped step changes no
   // param and no state and adds one to skipped_steps. Returns the norm (fp32, 0-dim; empty
   // when neither clipping nor the guard needed it). Never reads a device value on the host.
+  // grads_norm, when given, is the norm of `grads` as passed (before unscaling) computed by the
+  // caller, e.g. over all ranks with get_total_norm_sharded: the op then takes no norm of its
+  // own, and the clip coefficient and the skip decision are the same wherever that norm is.
   m.def(
       "fused_adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] steps, "
       "int[] group_sizes, float[] lr, float[] beta1, float[] beta2, float[] eps, "
       "float[] weight_decay, bool[] amsgrad, bool[] maximize, bool[] decoupled_weight_decay, "
       "float? max_grad_norm, float norm_type, bool skip_nonfinite, Tensor? grad_scale, "
-      "Tensor? found_inf, Tensor(f!) skipped_steps) -> Tensor");
+      "Tensor? found_inf, Tensor(f!) skipped_steps, Tensor? grads_norm=None) -> Tensor");
   m.def(
       "fused_sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
       "Tensor(c!)[] steps, int[] group_sizes, float[] lr, float[] momentum, float[] dampening, "
       "float[] weight_decay, bool[] nesterov, bool[] maximize, float? max_grad_norm, "
       "float norm_type, bool skip_nonfinite, Tensor? grad_scale, Tensor? found_inf, "
-      "Tensor(d!) skipped_steps) -> Tensor");
+      "Tensor(d!) skipped_steps, Tensor? grads_norm=None) -> Tensor");
   // Backend kernels of one param group on one device; steps already advanced for this step.
   // grad_multiplier scales the gradients (clip coefficient / grad scale); a nonzero skip
   // leaves everything untouched.

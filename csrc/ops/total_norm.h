@@ -7,11 +7,27 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
+#include <string>
+#include <vector>
+
 namespace steadystep {
 
 /// The `norm_type`-norm of all `tensors` as one vector, 0-dim on tensors[0]'s device, in fp32
 /// (fp64 when an input is fp64). Empty list: 0. Computed without autograd history.
 at::Tensor total_norm_accumulated(at::TensorList tensors, double norm_type);
+
+/// The norm of tensors sharded over ranks, reduced with torch's functional collectives over
+/// the named groups (NOTE [Sharded norm]); fp32 (fp64 for fp64 inputs), identical on every rank.
+/// Without groups and with every tensor counted, the local total_norm_accumulated.
+at::Tensor total_norm_sharded(at::TensorList tensors, c10::IntArrayRef parts,
+                              const std::vector<std::string>& groups,
+                              c10::IntArrayRef groups_per_part,
+                              const std::optional<std::string>& process_group, double norm_type);
+
+/// Raises torch's error for a non-finite total norm; reads the norm on the host (the one sync
+/// that error_if_nonfinite asks for).
+void check_finite_norm(const at::Tensor& total, double norm_type);
 
 /// The dtype torch's get_total_norm returns for `tensors` (non-empty): the promotion of their
 /// real dtypes (a complex tensor's norm is real).

@@ -148,11 +148,12 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
                             c10::ArrayRef<double>, const c10::List<bool>&, const c10::List<bool>&,
                             const c10::List<bool>&, std::optional<double>, double, bool,
                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                            at::Tensor&)>();
-  at::Tensor norm = op.call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes, lr,
-                            beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled,
-                            wide.max_grad_norm(), wide.norm_type(), wide.skip_nonfinite(),
-                            std::nullopt, std::nullopt, skipped_counter(params[0].device()));
+                            at::Tensor&, const std::optional<at::Tensor>&)>();
+  at::Tensor norm =
+      op.call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes, lr, beta1, beta2,
+              eps, weight_decay, amsgrad, maximize, decoupled, wide.max_grad_norm(),
+              wide.norm_type(), wide.skip_nonfinite(), std::nullopt, std::nullopt,
+              skipped_counter(params[0].device()), std::nullopt);
   record_norm(norm);
   return loss;
 }

@@ -124,11 +124,11 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
                             c10::ArrayRef<double>, c10::ArrayRef<double>, const c10::List<bool>&,
                             const c10::List<bool>&, std::optional<double>, double, bool,
                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                            at::Tensor&)>();
+                            at::Tensor&, const std::optional<at::Tensor>&)>();
   at::Tensor norm =
       op.call(params, grads, buffers, steps, sizes, lr, momentum, dampening, weight_decay, nesterov,
               maximize, wide.max_grad_norm(), wide.norm_type(), wide.skip_nonfinite(), std::nullopt,
-              std::nullopt, skipped_counter(params[0].device()));
+              std::nullopt, skipped_counter(params[0].device()), std::nullopt);
   record_norm(norm);
   return loss;
 }

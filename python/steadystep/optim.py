@@ -16,9 +16,19 @@ whose strides differ from its param's) go through contiguous staging copies that
 back after the op; complex params step through ``torch.view_as_real``, as torch's do. Sparse
 gradients (SGD) are densified. ``differentiable=True`` runs torch's own differentiable update on
 the clipped gradients instead of the fused kernels.
+
+Sharded params: DTensor params and gradients (FSDP2 ``fully_shard``, tensor parallel) keep
+their state as DTensors with the params' placements (as torch's optimizers do; ``step`` is a
+plain tensor) and step on each rank's local shards. Plain params sharded by hand (ZeRO-1/2:
+each rank's optimizer owns a disjoint part of the model) pass ``process_group=``. In both
+cases the norm that clips and guards is the global one (``steadystep._distributed.global_norm``:
+one all-reduce per mesh group, then over ``process_group``), handed to the op as
+``grads_norm``: every rank scales by the same coefficient and skips the same steps.
 """
 
+import copy
 import numbers
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +50,19 @@ _FUSED_ATTRS = (
     "_step_supports_amp_scaling",
 )
 _STATE_DICT_SKIPPED = "skipped_steps"  # top-level state_dict key; torch's load_state_dict ignores it
+
+
+def _any_dtensor(tensors: list[Tensor]) -> bool:
+    # A DTensor exists only once torch.distributed.tensor is imported: the local path (thousands
+    # of plain tensors per step) imports nothing and asks nothing.
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and any(isinstance(t, module.DTensor) for t in tensors)
+
+
+def _local(t: Tensor) -> Tensor:
+    # A DTensor's shard on this rank (the kernels update it in place, so the DTensor sees it).
+    to_local = getattr(t, "to_local", None)
+    return t if to_local is None else to_local()
 
 
 def _as_real(t: Tensor) -> Tensor:
@@ -118,6 +141,16 @@ class _FusedOptimizer(Optimizer):
         _C.check_clip_settings(None if max_grad_norm is None else float(max_grad_norm), float(norm_type))
 
     @staticmethod
+    def _check_process_group(process_group: Any, differentiable: bool) -> None:
+        if process_group is None:
+            return
+        if not (torch.distributed.is_available() and isinstance(process_group, torch.distributed.ProcessGroup)):
+            raise TypeError(f"process_group must be a torch.distributed.ProcessGroup or None, "
+                            f"got {type(process_group).__name__}")
+        if differentiable:
+            raise ValueError("process_group is not supported with differentiable=True")
+
+    @staticmethod
     def _check_impl_flags(foreach: bool | None, differentiable: bool, fused: bool | None) -> None:
         # torch's own refusals (after Optimizer.__init__, as torch raises them).
         if fused:
@@ -127,7 +160,9 @@ class _FusedOptimizer(Optimizer):
                 raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     def _init_fused(self, max_grad_norm: float | None, norm_type: float, skip_nonfinite: bool,
-                    write_back_grads: bool) -> None:
+                    write_back_grads: bool, process_group: Any = None) -> None:
+        # Not in state_dict and not pickled (a ProcessGroup is a live handle): see __getstate__.
+        self.process_group = process_group
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.norm_type = float(norm_type)
         self.skip_nonfinite = skip_nonfinite
@@ -140,17 +175,32 @@ class _FusedOptimizer(Optimizer):
     # ---- pickling, deepcopy, state_dict ----------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
+        """torch's pickled state plus the clipping settings. ``process_group`` is left out: a
+        ProcessGroup cannot be pickled (and means nothing in another process); an unpickled
+        optimizer has ``process_group=None`` until it is set again. ``copy.deepcopy`` keeps the
+        same group (a handle, shared, not copied)."""
         state = super().__getstate__()
         for name in _FUSED_ATTRS:
             if name in self.__dict__:
                 state[name] = self.__dict__[name]
         return state
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> "_FusedOptimizer":
+        # What copy.deepcopy does through __reduce_ex__, with the group carried by reference.
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        state = copy.deepcopy(self.__getstate__(), memo)
+        group = self.__dict__.get("process_group")
+        new.__setstate__(state)
+        new.process_group = group
+        return new
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Also the last act of load_state_dict (with only state and param_groups): groups from an
         # older torch lack the newer flags; fill them as torch's own __setstate__ does.
         super().__setstate__(state)
-        for name, value in (("max_grad_norm", None), ("norm_type", 2.0), ("skip_nonfinite", True),
+        for name, value in (("process_group", None), ("max_grad_norm", None), ("norm_type", 2.0),
+                            ("skip_nonfinite", True),
                             ("write_back_grads", False), ("last_grad_norm", None), ("_skipped_steps", None),
                             ("_step_supports_amp_scaling", True)):
             self.__dict__.setdefault(name, value)
@@ -185,6 +235,7 @@ class _FusedOptimizer(Optimizer):
         """One fused step (clip, guard, update) over all param groups."""
         loss = self._evaluate(closure)
         if self._differentiable():
+            self._check_differentiable_local()
             with torch.set_grad_enabled(True):
                 self._differentiable_step()
         else:
@@ -199,6 +250,38 @@ class _FusedOptimizer(Optimizer):
         raise NotImplementedError  # the subclass's torch functional update
 
     # ---- step helpers ---------------------------------------------------------------------
+
+    def _check_differentiable_local(self) -> None:
+        # torch's differentiable update runs on whole tensors with a host-side guard; sharded
+        # params would need the global norm inside autograd.
+        if self.process_group is not None:
+            raise ValueError("process_group is not supported with differentiable=True")
+        if _any_dtensor([p for group in self.param_groups for p in group["params"]]):
+            raise RuntimeError(f"{type(self).__name__}: differentiable=True does not support DTensor params "
+                               "(FSDP2, tensor parallel); use differentiable=False")
+
+    def _grads_norm(self, grads: list[Tensor]) -> Tensor | None:
+        """The global norm of `grads` (as the user holds them: DTensors or plain tensors) over
+        all ranks, when the step clips or guards and the gradients are sharded (a DTensor or a
+        process_group); None otherwise: the op's own norm pass (the local path) is the norm."""
+        if self.max_grad_norm is None and not self.skip_nonfinite:
+            return None
+        if self.process_group is None and not _any_dtensor(grads):
+            return None
+        from . import _distributed
+        return _distributed.global_norm(grads, self.norm_type, self.process_group)
+
+    def _idle_step(self) -> None:
+        """A rank whose params have no gradients this step, with a process_group: it joins the
+        norm's all-reduce (the other ranks wait on it) and counts a skip as they do."""
+        if self.process_group is None or (self.max_grad_norm is None and not self.skip_nonfinite):
+            return
+        device = next((p.device for g in self.param_groups for p in g["params"]), torch.device("cpu"))
+        norm = self._grads_norm([torch.zeros(0, device=device)])
+        self.last_grad_norm = norm
+        if self.skip_nonfinite:
+            skipped = self._controls(device)[2]
+            skipped.add_(torch.isfinite(norm).logical_not().to(skipped.dtype))
 
     @property
     def skipped_steps(self) -> Tensor:
@@ -351,6 +434,16 @@ class FusedAdam(_FusedOptimizer):
         write_back_grads (bool): after each step, leave ``.grad`` unscaled (GradScaler) and
             clipped, as torch's recipe leaves it; costs one or two more passes over the
             gradients. Default: False (``.grad`` is left as the backward pass wrote it).
+        process_group (torch.distributed.ProcessGroup, optional): for plain params sharded by
+            hand (each rank's optimizer owns part of the model, ZeRO-1/2 style): the clip norm
+            and the non-finite guard are reduced over this group, so every rank clips by the
+            same coefficient and skips the same steps. Every rank of the group must call
+            ``step()`` (a rank with no gradients joins the reduction). Not needed for DTensor
+            params (FSDP2, tensor parallel), whose meshes name their groups; given with them,
+            it adds a last reduction (e.g. across pipeline stages). With GradScaler, keep
+            ``skip_nonfinite=True``: its ``found_inf`` is per rank, the guard's verdict global.
+            Not in ``state_dict`` and not pickled (an unpickled optimizer has None); ``deepcopy``
+            shares it. Not supported with ``differentiable=True`` (nor are DTensor params).
     """
 
     _GROUP_DEFAULTS = dict(amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
@@ -375,6 +468,7 @@ class FusedAdam(_FusedOptimizer):
         norm_type: float = 2.0,
         skip_nonfinite: bool = True,
         write_back_grads: bool = False,
+        process_group: Any = None,
     ) -> None:
         # torch.optim.Adam's checks, in its order and with its exception types.
         if isinstance(lr, Tensor):
@@ -395,6 +489,7 @@ class FusedAdam(_FusedOptimizer):
                 if betas[i].numel() != 1:
                     raise ValueError(f"Tensor betas[{i}] must be 1-element")
         self._check_fused_args(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
+        self._check_process_group(process_group, differentiable)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
             foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
@@ -402,7 +497,7 @@ class FusedAdam(_FusedOptimizer):
         )
         super().__init__(params, defaults)
         self._check_impl_flags(foreach, differentiable, fused)
-        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
+        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group)
 
     def _gather(self, group: dict[str, Any]) -> list[tuple[Tensor, dict]]:
         name = type(self).__name__
@@ -432,26 +527,32 @@ class FusedAdam(_FusedOptimizer):
             beta1, beta2 = group["betas"]  # noqa: F841 - torch's unpacking: its ValueError for != 2 betas
         gathered = [self._gather(group) for group in self.param_groups]
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes = [], [], [], [], [], [], []
-        user_grads, copies = [], []
+        user_grads, copies, norm_grads = [], [], []
         any_amsgrad = any(g["amsgrad"] for g in self.param_groups)
         for group, members in zip(self.param_groups, gathered):
             for p, state in members:
-                pk = _kernel_param(p, copies)
+                # DTensors step on this rank's shards (state is placed as its param).
+                pk = _kernel_param(_local(p), copies)
                 params.append(pk)
-                user_grads.append(_as_real(p.grad))
-                grads.append(_kernel_layout(_as_real(p.grad), pk, None))
-                exp_avgs.append(_kernel_layout(_as_real(state["exp_avg"]), pk, copies))
-                exp_avg_sqs.append(_kernel_layout(_as_real(state["exp_avg_sq"]), pk, copies))
+                norm_grads.append(p.grad)
+                grad = _as_real(_local(p.grad))
+                user_grads.append(grad)
+                grads.append(_kernel_layout(grad, pk, None))
+                exp_avgs.append(_kernel_layout(_as_real(_local(state["exp_avg"])), pk, copies))
+                exp_avg_sqs.append(_kernel_layout(_as_real(_local(state["exp_avg_sq"])), pk, copies))
                 if any_amsgrad:
                     # Groups without amsgrad hold a placeholder; their kernels never read it.
                     key = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
-                    max_exp_avg_sqs.append(
-                        exp_avg_sqs[-1] if key == "exp_avg_sq" else _kernel_layout(_as_real(state[key]), pk, copies))
+                    max_exp_avg_sqs.append(exp_avg_sqs[-1] if key == "exp_avg_sq"
+                                           else _kernel_layout(_as_real(_local(state[key])), pk, copies))
                 steps.append(self._step_state(p, state))
             sizes.append(len(members))
         if not params:
+            self._idle_step()
             return
         self._check_write_back(user_grads)
+        grads_norm = self._grads_norm(norm_grads)
+        extra = {} if grads_norm is None else {"grads_norm": grads_norm}
         grad_scale, found_inf, skipped = self._controls(params[0].device)
         groups = self.param_groups
         norm = torch.ops.steadystep.fused_adam_(
@@ -460,7 +561,7 @@ class FusedAdam(_FusedOptimizer):
             [float(g["betas"][1]) for g in groups], [float(g["eps"]) for g in groups],
             [float(g["weight_decay"]) for g in groups], [bool(g["amsgrad"]) for g in groups],
             [bool(g["maximize"]) for g in groups], [bool(g["decoupled_weight_decay"]) for g in groups],
-            self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped,
+            self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped, **extra,
         )
         self._finish(norm, user_grads, copies)
 
@@ -508,12 +609,13 @@ class FusedAdamW(FusedAdam):
         norm_type: float = 2.0,
         skip_nonfinite: bool = True,
         write_back_grads: bool = False,
+        process_group: Any = None,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
             max_grad_norm=max_grad_norm, norm_type=norm_type, skip_nonfinite=skip_nonfinite,
-            write_back_grads=write_back_grads,
+            write_back_grads=write_back_grads, process_group=process_group,
         )
 
     def _fix_group(self, group: dict[str, Any]) -> None:
@@ -534,7 +636,8 @@ class FusedSGD(_FusedOptimizer):
         lr, momentum, dampening, weight_decay, nesterov, maximize: as :class:`torch.optim.SGD`.
         foreach, fused: accepted for compatibility (the combinations torch refuses are refused).
         differentiable: as :class:`FusedAdam` (torch's own SGD update on clipped gradients).
-        max_grad_norm, norm_type, skip_nonfinite, write_back_grads: as :class:`FusedAdam`.
+        max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group: as
+            :class:`FusedAdam`.
     """
 
     _GROUP_DEFAULTS = dict(nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False)
@@ -556,6 +659,7 @@ class FusedSGD(_FusedOptimizer):
         norm_type: float = 2.0,
         skip_nonfinite: bool = True,
         write_back_grads: bool = False,
+        process_group: Any = None,
     ) -> None:
         # torch.optim.SGD's checks, in its order and with its exception types.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -565,13 +669,14 @@ class FusedSGD(_FusedOptimizer):
         _probe_number("dampening", dampening)
         _C.check_sgd(float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov))
         self._check_fused_args(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
+        self._check_process_group(process_group, differentiable)
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,
         )
         super().__init__(params, defaults)
         self._check_impl_flags(foreach, differentiable, fused)
-        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
+        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group)
 
     def _sgd_step_state(self, p: Tensor, state: dict, momentum: float) -> Tensor:
         if "step" not in state:
@@ -588,7 +693,7 @@ class FusedSGD(_FusedOptimizer):
 
     def _fused_step(self) -> None:
         self._check_fused_devices()
-        params, grads, buffers, steps, sizes, user_grads, copies = [], [], [], [], [], [], []
+        params, grads, buffers, steps, sizes, user_grads, copies, norm_grads = [], [], [], [], [], [], [], []
         name = type(self).__name__
         for group in self.param_groups:
             count = 0
@@ -600,8 +705,10 @@ class FusedSGD(_FusedOptimizer):
                 if momentum != 0 and state.get("momentum_buffer") is not None:
                     _state_tensor(name, state, "momentum_buffer")
                 step = self._sgd_step_state(p, state, momentum)
-                pk = _kernel_param(p, copies)
-                grad = p.grad
+                # DTensors step on this rank's shards (the buffer is placed as its param).
+                pk = _kernel_param(_local(p), copies)
+                norm_grads.append(p.grad)
+                grad = _local(p.grad)
                 if grad.layout != torch.strided:
                     grad = grad.to_dense()  # torch's SGD takes sparse gradients; the kernels dense ones
                 else:
@@ -610,15 +717,18 @@ class FusedSGD(_FusedOptimizer):
                 params.append(pk)
                 grads.append(gk)
                 if momentum != 0:
-                    buffers.append(_kernel_layout(_as_real(state["momentum_buffer"]), pk, copies))
+                    buffers.append(_kernel_layout(_as_real(_local(state["momentum_buffer"])), pk, copies))
                 else:
                     buffers.append(gk)  # placeholder: the kernels never read it without momentum
                 steps.append(step)
                 count += 1
             sizes.append(count)
         if not params:
+            self._idle_step()
             return
         self._check_write_back(user_grads)
+        grads_norm = self._grads_norm(norm_grads)
+        extra = {} if grads_norm is None else {"grads_norm": grads_norm}
         grad_scale, found_inf, skipped = self._controls(params[0].device)
         groups = self.param_groups
         norm = torch.ops.steadystep.fused_sgd_(
@@ -626,7 +736,7 @@ class FusedSGD(_FusedOptimizer):
             [float(g["lr"]) for g in groups], [float(g["momentum"]) for g in groups],
             [float(g["dampening"]) for g in groups], [float(g["weight_decay"]) for g in groups],
             [bool(g["nesterov"]) for g in groups], [bool(g["maximize"]) for g in groups],
-            self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped,
+            self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped, **extra,
         )
         self._finish(norm, user_grads, copies)
 

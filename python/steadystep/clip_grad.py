@@ -3,6 +3,12 @@
 Same signatures and results as torch's functions (``foreach`` is accepted and ignored: one
 multi-tensor kernel per device serves every case). The norm stays a device tensor: nothing
 waits for the GPU, except the ``error_if_nonfinite`` check, as in torch.
+
+Sharded gradients: DTensor gradients (FSDP2, tensor parallel, HSDP) give the global norm, each
+element counted once, with one all-reduce per sharded mesh dim; the keyword-only
+``process_group`` reduces over one more group (hand-made shards, pipeline stages). The norm
+comes back as torch returns it, a DTensor replicated over the mesh: ``.to_local()`` is the
+global value on every rank, already reduced, still on the device.
 """
 
 import types
@@ -11,6 +17,8 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor
+
+from . import _distributed
 
 __all__ = ["get_total_norm", "clip_grads_with_norm_", "clip_grad_norm_", "clip_grad_value_"]
 
@@ -34,6 +42,8 @@ def get_total_norm(
     norm_type: float = 2.0,
     error_if_nonfinite: bool = False,
     foreach: bool | None = None,
+    *,
+    process_group: "torch.distributed.ProcessGroup | None" = None,
 ) -> Tensor:
     r"""Compute the norm of an iterable of tensors, taken together as one vector.
 
@@ -47,11 +57,18 @@ def get_total_norm(
         error_if_nonfinite (bool): raise if the norm is nan or inf (this check reads the norm
             on the host, as torch's does).
         foreach (bool, optional): accepted for compatibility and ignored.
+        process_group (ProcessGroup, optional): ranks that hold other shards of these tensors;
+            the norm is reduced over it (after the DTensors' own meshes).
 
     Returns:
-        Tensor: the norm, 0-dim, on ``tensors[0]``'s device, in the inputs' promoted dtype.
+        Tensor: the norm, 0-dim, on ``tensors[0]``'s device, in the inputs' promoted dtype (for
+        DTensors, a replicated DTensor).
     """
-    return torch.ops.steadystep.get_total_norm(_tensors(tensors), float(norm_type), bool(error_if_nonfinite))
+    tensors = _tensors(tensors)
+    sharded = _distributed.global_norm(tensors, norm_type, process_group, error_if_nonfinite)
+    if sharded is None:
+        return torch.ops.steadystep.get_total_norm(tensors, float(norm_type), bool(error_if_nonfinite))
+    return _distributed.as_result(sharded, tensors)
 
 
 def clip_grads_with_norm_(
@@ -68,7 +85,8 @@ def clip_grads_with_norm_(
         total_norm (Tensor): the norm to clip by (e.g. from :func:`get_total_norm`).
         foreach (bool, optional): accepted for compatibility and ignored.
     """
-    torch.ops.steadystep.clip_grads_with_norm_(_grads(parameters), float(max_norm), total_norm)
+    grads = [_distributed.local(g) for g in _grads(parameters)]
+    torch.ops.steadystep.clip_grads_with_norm_(grads, float(max_norm), _distributed.local_norm(total_norm))
 
 
 def clip_grad_norm_(
@@ -77,6 +95,8 @@ def clip_grad_norm_(
     norm_type: float = 2.0,
     error_if_nonfinite: bool = False,
     foreach: bool | None = None,
+    *,
+    process_group: "torch.distributed.ProcessGroup | None" = None,
 ) -> Tensor:
     r"""Clip the gradient norm of ``parameters``, as :func:`torch.nn.utils.clip_grad_norm_`.
 
@@ -90,13 +110,23 @@ def clip_grad_norm_(
         norm_type (float): order of the norm; ``inf`` for the max-norm. Default: 2.
         error_if_nonfinite (bool): raise if the norm is nan or inf. Default: False.
         foreach (bool, optional): accepted for compatibility and ignored.
+        process_group (ProcessGroup, optional): ranks that hold other shards of these
+            gradients; the norm is reduced over it (after the DTensors' own meshes), so every
+            rank clips by the same coefficient.
 
     Returns:
-        Tensor: the total norm of the gradients before clipping (0-dim).
+        Tensor: the total norm of the gradients before clipping (0-dim; for DTensor gradients a
+        replicated DTensor).
     """
-    return torch.ops.steadystep.clip_grad_norm_(
-        _grads(parameters), float(max_norm), float(norm_type), bool(error_if_nonfinite)
+    grads = _grads(parameters)
+    sharded = _distributed.global_norm(grads, norm_type, process_group, error_if_nonfinite)
+    if sharded is None:
+        return torch.ops.steadystep.clip_grad_norm_(grads, float(max_norm), float(norm_type), bool(error_if_nonfinite))
+    total = _distributed.as_result(sharded, grads)  # in torch's dtype, as torch clips with it
+    torch.ops.steadystep.clip_grads_with_norm_(
+        [_distributed.local(g) for g in grads], float(max_norm), _distributed.local_norm(total)
     )
+    return total
 
 
 def clip_grad_value_(parameters: _TensorOrTensors, clip_value: float, foreach: bool | None = None) -> None:
@@ -108,4 +138,4 @@ def clip_grad_value_(parameters: _TensorOrTensors, clip_value: float, foreach: b
         clip_value (float): the bound (>= 0).
         foreach (bool, optional): accepted for compatibility and ignored.
     """
-    torch.ops.steadystep.clip_grad_value_(_grads(parameters), float(clip_value))
+    torch.ops.steadystep.clip_grad_value_([_distributed.local(g) for g in _grads(parameters)], float(clip_value))

@@ -32,6 +32,10 @@ def cases(device):
     return {
         "get_total_norm": (ops.get_total_norm.default, (tensors(device), 2.0, False)),
         "_total_norm": (ops._total_norm.default, (tensors(device), 3.0)),
+        # Without groups, the sharded norm is this rank's part (tensor 1 counted elsewhere); the
+        # collectives are checked over a real group in test_sharded_norm.py.
+        "get_total_norm_sharded": (ops.get_total_norm_sharded.default,
+                                   (tensors(device), [0, -1, 0], [], [0], None, 3.0, False)),
         "clip_grads_with_norm_": (ops.clip_grads_with_norm_.default,
                                   (tensors(device), 1.0, torch.tensor(5.0, device=device))),
         "clip_grad_norm_": (ops.clip_grad_norm_.default, (tensors(device), 1.0, 2.0, False)),
@@ -43,7 +47,7 @@ def cases(device):
                          [0.0, 0.1], [True, False], [False, True], [False, True], 1.0, 2.0, True, None, None, count)),
         "fused_sgd_": (ops.fused_sgd_.default,
                        (sp, sg, buf, sst, [3], [0.1], [0.9], [0.0], [0.01], [True], [False], 0.5, 2.0, True,
-                        None, None, count.clone())),
+                        None, None, count.clone(), torch.tensor(7.0, device=device))),
         "_adam_step_": (ops._adam_step_.default,
                         (*step_lists(device), 1e-3, 0.9, 0.999, 1e-8, 0.0, True, False, False,
                          torch.tensor(0.5, device=device), torch.tensor(0.0, device=device))),

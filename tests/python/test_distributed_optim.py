@@ -209,10 +209,36 @@ def _ranks_main(rank, world, ckpt_dir):
             dist.broadcast(p.data, src=i % world)
         for p in params:
             p.grad = None
+    pg_opt = opt
     out["pg"] = dict(params=[p.detach().clone() for p in params], skipped=pg_skipped,
                      state={i: {k: v.clone() for k, v in opt.state[p].items()} for i, p in enumerate(params)
                             if i % world == rank})
-    out["api"] = _api_checks(opt, _fsdp(mesh))
+
+    # 6. process_group= where one rank's params have no gradient (rank 1 owns a param the loss
+    # never reads): that rank still joins the norm's all-reduce (else rank 0 waits forever) and
+    # counts rank 0's skip. Step 2 has an inf on rank 0.
+    model = _model()
+    unused = torch.nn.Parameter(torch.ones(3))
+    opt = _make_opt("adamw", list(model.parameters()) if rank == 0 else [unused], process_group=dist.group.WORLD)
+    idle = []
+    for step in (1, 2):
+        if rank == 0:
+            _loss(model, step).backward()
+            if step == 2:
+                next(model.parameters()).grad.view(-1)[0] = math.inf
+        opt.step()
+        idle.append((opt.skipped_steps.clone(), opt.last_grad_norm.clone()))
+        opt.zero_grad()
+    out["idle"] = dict(record=idle, unused=unused.detach().clone(), state=len(opt.state))
+
+    # 7. write_back_grads=True on DTensor grads: .grad left clipped by the global coefficient.
+    model = _fsdp(mesh)
+    opt = _make_opt("adamw", model.parameters(), write_back_grads=True)
+    _loss(model, 1, rank, world).backward()
+    opt.step()
+    out["write_back"] = [_full(p.grad) for p in model.parameters()]
+
+    out["api"] = _api_checks(pg_opt, _fsdp(mesh))
     dist.barrier()  # every rank done with its collectives before the harness tears the group down
     return out
 
@@ -426,8 +452,6 @@ def test_process_group_must_be_a_process_group():
             cls([torch.nn.Parameter(torch.ones(2))], process_group="0")
 
 
-@pytest.mark.xfail(strict=True, reason="the sharded op's max all-reduce (gloo) drops a NaN held by rank 1: "
-                   "/tmp/helpers/optim-findings.md, 14:24 UTC")
 def test_nan_on_one_rank_skips_everywhere_with_the_inf_norm(main_run):
     # gloo's max all-reduce keeps a NaN only from some ranks; the guard must see it from all.
     for rank_out in main_run:
@@ -435,3 +459,24 @@ def test_nan_on_one_rank_skips_everywhere_with_the_inf_norm(main_run):
         assert int(run["skipped"]) == 1
         assert not torch.isfinite(run["norm"])
         assert run["finite"]
+
+
+def test_process_group_rank_without_gradients_joins_the_norm(main_run):
+    want = _reference("adamw", 1)[2][0]  # step 1's norm of the whole model
+    for rank, rank_out in enumerate(main_run):
+        run = rank_out["idle"]
+        (skipped1, norm1), (skipped2, norm2) = run["record"]
+        torch.testing.assert_close(norm1, torch.tensor(want), rtol=1e-6, atol=0)
+        assert int(skipped1) == 0 and int(skipped2) == 1
+        assert not torch.isfinite(norm2)
+    assert torch.equal(main_run[1]["idle"]["unused"], torch.ones(3))
+    assert main_run[1]["idle"]["state"] == 0
+
+
+def test_write_back_grads_on_dtensors_are_globally_clipped(main_run):
+    model = _model()
+    _loss(model, 1).backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM)
+    assert norm > MAX_NORM
+    for rank_out in main_run:
+        _assert_params(rank_out["write_back"], [p.grad for p in model.parameters()])

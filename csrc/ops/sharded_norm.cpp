@@ -92,13 +92,19 @@ at::Tensor total_norm_sharded(at::TensorList tensors, c10::IntArrayRef parts,
       members[part].push_back(tensors[i]);
     }
   }
+  // A max-reduction over ranks does not carry nan through (gloo keeps the other value when
+  // the nan sits on a later rank), so the inf-norm travels as [norm with nan as 0, nan seen]:
+  // a nan on one rank still reaches every rank, and every rank skips the same step.
   const char* reduce_op = is_max ? "max" : "sum";
-  at::Tensor total = at::zeros({}, options);
+  at::Tensor total = at::zeros({is_max ? 2 : 1}, options);
   size_t next_group = 0;
   for (size_t part = 0; part < num_parts; ++part) {
     // norm^p of the part (the max itself for inf), in the accumulate dtype.
-    at::Tensor local = total_norm_accumulated(members[part], norm_type).to(options);
-    if (!is_max && norm_type != 1.0) {
+    at::Tensor local = total_norm_accumulated(members[part], norm_type).to(options).reshape({1});
+    if (is_max) {
+      const at::Tensor nan = at::isnan(local);
+      local = at::cat({at::where(nan, at::zeros_like(local), local), nan.to(options.dtype())});
+    } else if (norm_type != 1.0) {
       local = at::pow(local, norm_type);
     }
     const int64_t count = groups_per_part.empty() ? 0 : groups_per_part[part];
@@ -110,7 +116,11 @@ at::Tensor total_norm_sharded(at::TensorList tensors, c10::IntArrayRef parts,
   if (process_group.has_value()) {
     total = all_reduce(total, reduce_op, *process_group);
   }
-  if (!is_max && norm_type != 1.0) {
+  if (is_max) {
+    return at::where(total[1] > 0, at::full({}, std::nan(""), options), total[0]);
+  }
+  total = total.reshape({});
+  if (norm_type != 1.0) {
     total = at::pow(total, 1.0 / norm_type);
   }
   return total;

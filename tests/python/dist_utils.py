@@ -45,6 +45,9 @@ def _worker(rank, world_size, port, out_dir, collective_timeout_s, fn, args):
         )
         try:
             value = fn(rank, world_size, *args)
+            # gloo can abort a rank that tears down while a peer still talks to it (seen with
+            # FSDP2 on torch 2.11): meet first, then destroy.
+            dist.barrier()
         finally:
             dist.destroy_process_group()
         torch.save({"ok": True, "value": value}, result_path)

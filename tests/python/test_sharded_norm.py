@@ -140,3 +140,27 @@ def test_fused_step_skips_on_a_nonfinite_given_norm():
     assert skipped.item() == 1
     for a, b in zip(before, lists[0] + lists[2] + lists[3]):
         assert torch.equal(a, b)
+
+
+def _inf_norms_with_a_nan_on_one_rank(rank, world_size):
+    group = dist.group.WORLD.group_name
+    norms = []
+    for bad_rank in range(world_size):
+        for bad in (math.nan, math.inf):
+            local = [torch.full((3,), float(rank + 1))]
+            if rank == bad_rank:
+                local[0][1] = bad
+            norms.append(ops.get_total_norm_sharded(local, [], [], [], group, math.inf).item())
+    return norms
+
+
+def test_inf_norm_carries_a_nan_from_any_rank():
+    """gloo's max all-reduce keeps a finite value over a nan held by a later rank; the norm
+    must still be nan on every rank (as torch's norm of the whole), or the ranks' guards
+    would disagree."""
+    from dist_utils import run_ranks
+
+    results = run_ranks(_inf_norms_with_a_nan_on_one_rank, 2, timeout=60, collective_timeout=20)
+    for norms in results:
+        assert [math.isnan(n) for n in norms] == [True, False, True, False]
+        assert norms[1] == norms[3] == math.inf

@@ -11,7 +11,7 @@ the norm adds per-shard partial sums), so gradients differ by a few fp32 ulps, a
 division by sqrt(v) keeps that relative error at its size. Measured after 20 steps: at most
 6e-8 absolute on params of size ~0.5 (1-2 ulps; SGD 3e-8), norms 1e-7 relative.
 rtol=1e-5/atol=1e-6 leaves ~15x headroom over that and is 1e4x below how far every tensor
-moves (>= 0.09) and 1e4x below one step's update (lr=1e-2), so a lost or local clip
+moves (>= 0.06) and 1e4x below one step's update (lr=1e-2), so a lost or local clip
 coefficient, a skipped or repeated step or a rank-local guard fails.
 """
 
@@ -36,16 +36,17 @@ RTOL, ATOL = 1e-5, 1e-6
 # ---- the model and data, identical in every process ---------------------------------------
 
 def _model() -> torch.nn.Module:
-    # Odd sizes: FSDP2 shards dim 0 unevenly over 2 ranks (7 -> 4 + 3, 3 -> 2 + 1), and over 4
-    # ranks some shards are empty.
+    # Odd sizes: FSDP2 shards dim 0 unevenly over 2 ranks (7 -> 4 + 3, 3 -> 2 + 1), and the last
+    # layer's weight and bias (1 row) leave rank 1 an empty shard.
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3), torch.nn.Tanh(),
+                               torch.nn.Linear(3, 1))
 
 
 def _batch(step: int, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1000 + step)
     x = torch.randn(BATCH, 5, generator=gen)
-    y = torch.randn(BATCH, 3, generator=gen)
+    y = torch.randn(BATCH, 1, generator=gen)
     rows = BATCH // world
     return x[rank * rows:(rank + 1) * rows], y[rank * rows:(rank + 1) * rows]
 
@@ -410,7 +411,7 @@ def test_dcp_checkpoint_resumes_in_a_fresh_group(main_run, resumed):
     for rank in range(2):
         want = main_run[rank]["adamw"]
         got = resumed[rank]
-        assert got["loaded_steps"] == [float(CKPT_STEP)] * 4
+        assert got["loaded_steps"] == [float(CKPT_STEP)] * len(got["params"])
         # get/set_optimizer_state_dict carry state and param_groups only (README): the counter
         # of the resumed optimizer starts at 0; the lr=0 step DCP takes to create state skips nothing.
         assert int(got["skipped"]) == 0

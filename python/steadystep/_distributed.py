@@ -27,14 +27,20 @@ def is_dtensor(t: Tensor) -> bool:
 
 
 def local(t: Tensor) -> Tensor:
-    """The tensor this rank holds: a DTensor's local shard (a view of its storage), else ``t``."""
-    return t.to_local() if is_dtensor(t) else t
+    """The tensor this rank holds: a DTensor's local shard (its storage, for in-place updates),
+    else ``t``. Never recorded by autograd: with grad mode on, ``to_local`` builds an autograd
+    node, about 0.1 ms a tensor (1,000 DTensor grads: 0.1 s a step); without it, a lookup."""
+    if not is_dtensor(t):
+        return t
+    with torch.no_grad():
+        return t.to_local()
 
 
 def _group_name(group) -> str:
     return group.group_name
 
 
+@torch.no_grad()
 def global_norm(grads: list[Tensor], norm_type: float, process_group=None, error_if_nonfinite: bool = False):
     """The norm of all ``grads`` over every rank that holds a part of them, or None when they
     are all plain tensors and no ``process_group`` is given (the single-process case).

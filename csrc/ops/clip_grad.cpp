@@ -143,6 +143,23 @@ at::Tensor clip_grad_norm_(at::TensorList parameters, double max_norm, double no
   return handle.call(grads_of(parameters), max_norm, norm_type, error_if_nonfinite);
 }
 
+at::Tensor clip_grad_norm_(at::TensorList parameters, double max_norm, double norm_type,
+                           const c10::intrusive_ptr<c10d::ProcessGroup>& process_group,
+                           bool error_if_nonfinite) {
+  if (!process_group) {
+    return clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite);
+  }
+  // Checked before the collective: a rank that raised after it would leave the others clipped.
+  TORCH_CHECK_VALUE(max_norm >= 0, "clip_grad_norm_: max_norm must be >= 0, got ", max_norm);
+  const std::vector<at::Tensor> grads = grads_of(parameters);
+  at::Tensor norm = get_total_norm(grads, norm_type, error_if_nonfinite, process_group);
+  // The coefficient comes from the global norm: the same on every rank.
+  static auto clip =
+      op<void(at::TensorList, double, const at::Tensor&)>("steadystep::clip_grads_with_norm_");
+  clip.call(grads, max_norm, norm);
+  return norm;
+}
+
 void clip_grad_value_(at::TensorList parameters, double clip_value) {
   static auto handle = op<void(at::TensorList, double)>("steadystep::clip_grad_value_");
   handle.call(grads_of(parameters), clip_value);

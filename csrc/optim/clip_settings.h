@@ -2,10 +2,12 @@
 
 // The optimizer-wide clipping settings of FusedAdam and FusedSGD. The fused op clips over the
 // gradients of all param groups together, with one max_grad_norm, norm_type and skip_nonfinite,
-// taken from the optimizer's defaults; a group's copy of them that differs would be silently
-// ignored, so it is refused instead.
+// and takes the norm over the ranks of one process_group (if any), taken from the optimizer's
+// defaults; a group's copy of them that differs would be silently ignored, so it is refused
+// instead.
 
 #include <torch/optim/optimizer.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <optional>
 #include <string>
@@ -16,12 +18,21 @@ struct ClipSettings {
   std::optional<double> max_grad_norm;
   double norm_type;
   bool skip_nonfinite;
+  c10::intrusive_ptr<c10d::ProcessGroup> process_group;
 };
 
 template <typename Options>
 ClipSettings clip_settings(const Options& options) {
-  return {options.max_grad_norm(), options.norm_type(), options.skip_nonfinite()};
+  return {options.max_grad_norm(), options.norm_type(), options.skip_nonfinite(),
+          options.process_group()};
 }
+
+/// The norm of `grads` over the ranks of `settings.process_group`, when one is set and clipping
+/// or the guard needs the norm, for the fused op's `grads_norm`; none otherwise (the op then
+/// takes the local norm itself). With a group every rank must call it, also a rank with no
+/// gradient (it adds 0), or the others wait for it.
+std::optional<at::Tensor> global_grads_norm(const std::vector<at::Tensor>& grads,
+                                            const ClipSettings& settings);
 
 /// Throws a c10::Error (ValueError in Python) naming the first setting of param group `group`
 /// that differs from the optimizer's.

@@ -133,6 +133,9 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
     decoupled.push_back(o.decoupled_weight_decay());
     any_amsgrad = any_amsgrad || o.amsgrad();
   }
+  // With a process group, the norm over all ranks, taken by every rank: also by one with no
+  // gradient to step, which the others' collective waits for.
+  const std::optional<torch::Tensor> grads_norm = global_grads_norm(grads, clip_settings(wide));
   if (params.empty()) {
     return loss;
   }
@@ -153,7 +156,7 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
       op.call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes, lr, beta1, beta2,
               eps, weight_decay, amsgrad, maximize, decoupled, wide.max_grad_norm(),
               wide.norm_type(), wide.skip_nonfinite(), std::nullopt, std::nullopt,
-              skipped_counter(params[0].device()), std::nullopt);
+              skipped_counter(params[0].device()), grads_norm);
   record_norm(norm);
   return loss;
 }

@@ -1,3 +1,4 @@
+#include <steadystep/clip_grad.h>
 #include <steadystep/optim.h>
 
 #include "optim/archive.h"
@@ -58,6 +59,16 @@ void FusedOptimizer::restore_skipped_steps(std::optional<int64_t> count) {
 
 namespace {
 
+std::string show(const c10::intrusive_ptr<c10d::ProcessGroup>& group) {
+  if (!group) {
+    return "unset (the local norm)";
+  }
+  std::ostringstream out;
+  out << "'" << group->getGroupName() << "' (rank " << group->getRank() << " of "
+      << group->getSize() << ")";
+  return out.str();
+}
+
 std::string show(const std::optional<double>& max_grad_norm) {
   std::ostringstream out;
   if (max_grad_norm) {
@@ -69,6 +80,35 @@ std::string show(const std::optional<double>& max_grad_norm) {
 }
 
 }  // namespace
+
+FusedAdamOptions& FusedAdamOptions::process_group(
+    const c10::intrusive_ptr<c10d::ProcessGroup>& process_group) {
+  process_group_ = process_group;
+  return *this;
+}
+
+c10::intrusive_ptr<c10d::ProcessGroup> FusedAdamOptions::process_group() const {
+  return c10::static_intrusive_pointer_cast<c10d::ProcessGroup>(process_group_);
+}
+
+FusedSGDOptions& FusedSGDOptions::process_group(
+    const c10::intrusive_ptr<c10d::ProcessGroup>& process_group) {
+  process_group_ = process_group;
+  return *this;
+}
+
+c10::intrusive_ptr<c10d::ProcessGroup> FusedSGDOptions::process_group() const {
+  return c10::static_intrusive_pointer_cast<c10d::ProcessGroup>(process_group_);
+}
+
+std::optional<at::Tensor> global_grads_norm(const std::vector<at::Tensor>& grads,
+                                            const ClipSettings& settings) {
+  if (!settings.process_group || (!settings.max_grad_norm && !settings.skip_nonfinite)) {
+    return std::nullopt;
+  }
+  return get_total_norm(grads, settings.norm_type, /*error_if_nonfinite=*/false,
+                        settings.process_group);
+}
 
 void check_group_clip(const std::string& who, size_t group, const ClipSettings& in_group,
                       const ClipSettings& optimizer_wide) {
@@ -82,13 +122,17 @@ void check_group_clip(const std::string& who, size_t group, const ClipSettings& 
   } else if (in_group.skip_nonfinite != optimizer_wide.skip_nonfinite) {
     differs << "skip_nonfinite " << std::boolalpha << in_group.skip_nonfinite
             << " where the optimizer's is " << optimizer_wide.skip_nonfinite;
+  } else if (in_group.process_group.get() != optimizer_wide.process_group.get()) {
+    differs << "process_group " << show(in_group.process_group) << " where the optimizer's is "
+            << show(optimizer_wide.process_group);
   } else {
     return;
   }
-  TORCH_CHECK_VALUE(false, who, ": param group ", group, " sets ", differs.str(),
-                    ". max_grad_norm, norm_type and skip_nonfinite clip and guard all param "
-                    "groups together: set them in the options the optimizer is constructed with, "
-                    "and give every group the same values (per-group clipping is not supported)");
+  TORCH_CHECK_VALUE(
+      false, who, ": param group ", group, " sets ", differs.str(),
+      ". max_grad_norm, norm_type, skip_nonfinite and process_group clip and "
+      "guard all param groups together: set them in the options the optimizer is constructed with, "
+      "and give every group the same values (per-group clipping is not supported)");
 }
 
 namespace archive {

@@ -113,6 +113,9 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
     nesterov.push_back(o.nesterov());
     maximize.push_back(o.maximize());
   }
+  // With a process group, the norm over all ranks, taken by every rank: also by one with no
+  // gradient to step, which the others' collective waits for.
+  const std::optional<torch::Tensor> grads_norm = global_grads_norm(grads, clip_settings(wide));
   if (params.empty()) {
     return loss;
   }
@@ -128,7 +131,7 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
   at::Tensor norm =
       op.call(params, grads, buffers, steps, sizes, lr, momentum, dampening, weight_decay, nesterov,
               maximize, wide.max_grad_norm(), wide.norm_type(), wide.skip_nonfinite(), std::nullopt,
-              std::nullopt, skipped_counter(params[0].device()), std::nullopt);
+              std::nullopt, skipped_counter(params[0].device()), grads_norm);
   record_norm(norm);
   return loss;
 }

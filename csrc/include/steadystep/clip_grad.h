@@ -1,8 +1,13 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/intrusive_ptr.h>
 
 #include <vector>
+
+namespace c10d {
+class ProcessGroup;  // torch/csrc/distributed/c10d/ProcessGroup.hpp
+}  // namespace c10d
 
 namespace steadystep {
 
@@ -39,6 +44,29 @@ at::Tensor clip_grad_norm_(at::TensorList parameters, double max_norm, double no
 /// before the first one changes: sparse or complex gradients raise NotImplementedError (as
 /// torch's) and leave all gradients as they were.
 void clip_grad_value_(at::TensorList parameters, double clip_value);
+
+/// `get_total_norm` of tensors sharded by hand over the ranks of `process_group` (ZeRO-style
+/// shards, pipeline stages): each rank passes the tensors (or the parts of tensors) it holds,
+/// every element held by exactly one rank, and every rank gets the norm of all of them as one
+/// vector, the same value on every rank. The local norm^p (the max for inf) is all-reduced over
+/// the group with torch's functional collectives (one all-reduce, no host sync); `norm_type`
+/// must be > 0 or inf. Every rank of the group must call it, also a rank holding no tensor
+/// (it then contributes 0). A null `process_group` is the local `get_total_norm`.
+///
+/// The collectives find the group by its name: a group without one is given a unique name
+/// (`setGroupName`), and a group whose name does not resolve in torch's group registry is
+/// registered under it (`c10d::register_process_group`); a name that resolves to another
+/// group is refused (c10::Error).
+at::Tensor get_total_norm(at::TensorList tensors, double norm_type, bool error_if_nonfinite,
+                          const c10::intrusive_ptr<c10d::ProcessGroup>& process_group);
+
+/// `clip_grad_norm_` with the norm taken over the ranks of `process_group` (as the overload of
+/// `get_total_norm` above): every rank scales its gradients by the same coefficient, so the
+/// shards of one model are clipped as the whole model would be. Every rank must call it. A null
+/// `process_group` is the local `clip_grad_norm_`.
+at::Tensor clip_grad_norm_(at::TensorList parameters, double max_norm, double norm_type,
+                           const c10::intrusive_ptr<c10d::ProcessGroup>& process_group,
+                           bool error_if_nonfinite = false);
 
 /// The defined gradients of `parameters`, in order (what the clipping functions act on).
 std::vector<at::Tensor> grads_of(at::TensorList parameters);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <c10/util/intrusive_ptr.h>
 #include <torch/arg.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/serialize.h>
@@ -10,6 +11,10 @@
 #include <tuple>
 #include <vector>
 
+namespace c10d {
+class ProcessGroup;  // torch/csrc/distributed/c10d/ProcessGroup.hpp
+}  // namespace c10d
+
 namespace steadystep {
 
 /// Options of `FusedAdam`: torch::optim::AdamOptions' fields plus `maximize` and
@@ -18,6 +23,14 @@ namespace steadystep {
 /// over all param groups, so these three are set in the options the optimizer is constructed
 /// with; a param group whose copy differs is refused (c10::ValueError at construction and at
 /// every step), never silently ignored.
+///
+/// `process_group` (optimizer-wide too): the parameters are shards of a model split by hand over
+/// the ranks of this c10d group (ZeRO-style). Every step then takes the norm of the gradients
+/// over all ranks (steadystep::get_total_norm with the group: one all-reduce, no host sync)
+/// whenever clipping or the guard needs it, so every rank clips by the same coefficient and
+/// skips the same steps, and the shards never diverge. Every rank must call step(), also a rank
+/// whose parameters have no gradient. Not part of an archive (a group is not training state):
+/// a loaded optimizer keeps its own.
 struct FusedAdamOptions : public torch::optim::OptimizerCloneableOptions<FusedAdamOptions> {
   FusedAdamOptions(double lr = 1e-3) : lr_(lr) {}
   TORCH_ARG(double, lr) = 1e-3;
@@ -33,10 +46,18 @@ struct FusedAdamOptions : public torch::optim::OptimizerCloneableOptions<FusedAd
   TORCH_ARG(bool, skip_nonfinite) = true;
 
  public:
+  // As TORCH_ARG(c10::intrusive_ptr<c10d::ProcessGroup>, process_group) would be, but kept as
+  // the base class pointer: this header does not need the group's definition (c10d's headers).
+  FusedAdamOptions& process_group(const c10::intrusive_ptr<c10d::ProcessGroup>& process_group);
+  c10::intrusive_ptr<c10d::ProcessGroup> process_group() const;
+
   void serialize(torch::serialize::InputArchive& archive) override;
   void serialize(torch::serialize::OutputArchive& archive) const override;
   double get_lr() const override { return lr(); }
   void set_lr(const double lr) override { this->lr(lr); }
+
+ private:
+  c10::intrusive_ptr<c10::intrusive_ptr_target> process_group_;
 };
 
 /// Per-parameter state of `FusedAdam`: torch's names; `step` is a one-element fp32 tensor on
@@ -55,7 +76,8 @@ struct FusedAdamParamState
 };
 
 /// Options of `FusedSGD`: torch::optim::SGDOptions' fields plus `maximize`, and the
-/// optimizer-wide clipping settings (as in `FusedAdamOptions`: the same in every group).
+/// optimizer-wide clipping settings and `process_group` (as in `FusedAdamOptions`: the same in
+/// every group).
 struct FusedSGDOptions : public torch::optim::OptimizerCloneableOptions<FusedSGDOptions> {
   FusedSGDOptions(double lr = 1e-3) : lr_(lr) {}
   TORCH_ARG(double, lr) = 1e-3;
@@ -69,10 +91,18 @@ struct FusedSGDOptions : public torch::optim::OptimizerCloneableOptions<FusedSGD
   TORCH_ARG(bool, skip_nonfinite) = true;
 
  public:
+  // As TORCH_ARG(c10::intrusive_ptr<c10d::ProcessGroup>, process_group) would be, but kept as
+  // the base class pointer: this header does not need the group's definition (c10d's headers).
+  FusedSGDOptions& process_group(const c10::intrusive_ptr<c10d::ProcessGroup>& process_group);
+  c10::intrusive_ptr<c10d::ProcessGroup> process_group() const;
+
   void serialize(torch::serialize::InputArchive& archive) override;
   void serialize(torch::serialize::OutputArchive& archive) const override;
   double get_lr() const override { return lr(); }
   void set_lr(const double lr) override { this->lr(lr); }
+
+ private:
+  c10::intrusive_ptr<c10::intrusive_ptr_target> process_group_;
 };
 
 /// Per-parameter state of `FusedSGD`: torch's `momentum_buffer`, and a device `step` count of

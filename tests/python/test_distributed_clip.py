@@ -19,6 +19,7 @@ traceback and fails its own test only.
 """
 
 import math
+import re
 import time
 import traceback
 
@@ -224,6 +225,34 @@ def _scenario_pipeline(rank, mesh_pp_dp, pp_group):
     return out
 
 
+def _scenario_handmade(rank, mesh, layouts):
+    """DTensor grads built by hand, one per layout (placements per mesh dim, "P" = a Partial sum of
+    rank-specific locals): Shard on other dims than 0, uneven, Replicate on every dim, Partial."""
+    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
+
+    make = {"R": Replicate(), "S0": Shard(0), "S1": Shard(1), "P": Partial()}
+    gen = torch.Generator().manual_seed(11)
+    params = []
+    for i, layout in enumerate(layouts):
+        full = torch.randn(5, 3, generator=gen) * (i + 1)
+        placements = [make[x] for x in layout]
+        if "P" in layout:  # this rank's addend of a pending sum: differs per rank
+            coordinate = sum(c * 10 ** d for d, c in enumerate(mesh.get_coordinate()))
+            local_gen = torch.Generator().manual_seed(1000 * i + coordinate)
+            local = distribute_tensor(full, mesh, [Replicate() if x == "P" else make[x] for x in layout]).to_local()
+            local = local + torch.randn(local.shape, generator=local_gen)
+            grad = DTensor.from_local(local, mesh, placements, run_check=False, shape=full.shape,
+                                      stride=full.stride())
+        else:
+            grad = distribute_tensor(full, mesh, placements)
+        param = distribute_tensor(torch.zeros(5, 3), mesh, [Replicate()] * mesh.ndim).requires_grad_()
+        param.grad = grad
+        params.append(param)
+    return {p: _clip_records(params, p) for p in NORMS}
+
+
+HANDMADE_1D = [("S1",), ("R",), ("S0",), ("P",)]
+HANDMADE_2D = [("S0", "S1"), ("R", "S0"), ("S1", "R"), ("R", "R"), ("P", "S0"), ("S0", "P")]
 ZERO_SHAPES = [(7, 5), (7,), (3, 7), (3,), (2, 2, 3), (1,)]
 
 
@@ -292,6 +321,8 @@ def _ranks_all(rank, world):
 
     scenarios = {
         "fsdp_2ranks": lambda: _scenario_fsdp_1d(rank, mesh_pairs["in_pair"]),
+        "handmade_1d": lambda: _scenario_handmade(rank, mesh_pairs["in_pair"], HANDMADE_1D),
+        "handmade_2d": lambda: _scenario_handmade(rank, mesh_dp_tp, HANDMADE_2D),
         "nonfinite": lambda: _scenario_nonfinite(rank, mesh_pairs["in_pair"]),
         "fsdp_4ranks": lambda: _scenario_fsdp_1d(rank, mesh_world),
         "fsdp_tp": lambda: _scenario_fsdp_tp(rank, mesh_dp_tp),
@@ -364,7 +395,7 @@ def _check_like_torch(rec, norm_type, where):
         assert rec["norm_get"][key] == want[key], (where, "get_total_norm", key, rec["norm_get"][key], want[key])
 
 
-def _check_dtensor_scenario(values, name, like_torch=NORMS):
+def _check_dtensor_scenario(values, name, like_torch=NORMS, torch_scales_partial=True):
     for rank, value in enumerate(values):
         for p in NORMS:
             rec = value[p]
@@ -378,7 +409,8 @@ def _check_dtensor_scenario(values, name, like_torch=NORMS):
             _check_clipped(rec["clipped_with_norm"], full, rec["max_norm"], p, where + " clip_grads_with_norm_")
             if p in like_torch:
                 _check_like_torch(rec, p, where)
-                _check_clipped(rec["torch_clipped"], full, rec["max_norm"], p, where + " torch itself")
+                if torch_scales_partial:
+                    _check_clipped(rec["torch_clipped"], full, rec["max_norm"], p, where + " torch itself")
                 _check_clipped(rec["clipped_with_torch_norm"], full, rec["max_norm"], p,
                                where + " clip_grads_with_norm_(torch's norm)")
 
@@ -390,6 +422,17 @@ def test_fsdp2_two_ranks(records):
 def test_fsdp2_four_ranks_with_empty_shards(records):
     # rank 3 holds an empty shard of the last bias (3 rows over 4 ranks): torch's inf-norm fails there
     _check_dtensor_scenario(_scenario(records, "fsdp_4ranks"), "fsdp_4ranks", like_torch=[2.0, 1.0, 3.0])
+
+
+# torch 2.11's clip_grad_norm_ leaves a Partial(sum) grad unscaled (its _foreach_mul_ by the
+# Replicate coefficient is dropped; checked by hand on 2 gloo ranks): its norm and type are still
+# compared with steadystep's, its clipped grads are not used as a reference.
+def test_handmade_dtensors_on_a_1d_mesh(records):
+    _check_dtensor_scenario(_scenario(records, "handmade_1d"), "handmade_1d", torch_scales_partial=False)
+
+
+def test_handmade_dtensors_on_a_2d_mesh(records):
+    _check_dtensor_scenario(_scenario(records, "handmade_2d"), "handmade_2d", torch_scales_partial=False)
 
 
 def test_nonfinite_in_one_shard_is_seen_by_every_rank(records):
@@ -536,7 +579,11 @@ def _ranks_mismatch(rank, world):
     steadystep = _steadystep()
     alone = dist.new_group([1])
     grads = [torch.randn(5)]
-    norm = steadystep.get_total_norm(grads, 2.0, process_group=dist.group.WORLD if rank == 0 else alone)
+    start = time.monotonic()
+    try:
+        norm = steadystep.get_total_norm(grads, 2.0, process_group=dist.group.WORLD if rank == 0 else alone)
+    except RuntimeError as e:
+        raise RuntimeError(f"the norm raised after {time.monotonic() - start:.1f} s") from e
     if rank == 1:
         assert float(norm) == pytest.approx(float(grads[0].norm()), rel=1e-6)  # its own group: its own norm
         time.sleep(60)
@@ -544,12 +591,12 @@ def _ranks_mismatch(rank, world):
 
 
 def test_mismatched_group_fails_within_the_collective_timeout():
-    start = time.monotonic()
+    # run_ranks' own deadline raises TimeoutError (not a RuntimeError): reaching it fails the test
     with pytest.raises(RuntimeError) as info:
-        run_ranks(_ranks_mismatch, 2, timeout=50, collective_timeout=COLLECTIVE_TIMEOUT)
-    elapsed = time.monotonic() - start
+        run_ranks(_ranks_mismatch, 2, timeout=90, collective_timeout=COLLECTIVE_TIMEOUT)
     message = str(info.value)
-    # rank 0's own reduction raised (not the runner's 50 s deadline), inside the norm op
+    # rank 0's own reduction raised, inside the norm op, at its collective timeout
     assert "--- rank 0:" in message and "get_total_norm_sharded" in message, message
     assert "Timed out" in message, message
-    assert elapsed < 40, elapsed
+    seconds = float(re.search(r"the norm raised after ([0-9.]+) s", message).group(1))
+    assert COLLECTIVE_TIMEOUT - 0.5 <= seconds < COLLECTIVE_TIMEOUT + 10, message

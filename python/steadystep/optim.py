@@ -707,11 +707,12 @@ class FusedSGD(_FusedOptimizer):
                 step = self._sgd_step_state(p, state, momentum)
                 # DTensors step on this rank's shards (the buffer is placed as its param).
                 pk = _kernel_param(_local(p), copies)
-                norm_grads.append(p.grad)
                 grad = _local(p.grad)
                 if grad.layout != torch.strided:
                     grad = grad.to_dense()  # torch's SGD takes sparse gradients; the kernels dense ones
+                    norm_grads.append(grad)
                 else:
+                    norm_grads.append(p.grad)
                     user_grads.append(_as_real(grad))
                 gk = _kernel_layout(_as_real(grad), pk, None)
                 params.append(pk)

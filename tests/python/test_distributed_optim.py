@@ -234,7 +234,19 @@ def _ranks_main(rank, world, ckpt_dir):
         opt.zero_grad()
     out["idle"] = dict(record=idle, unused=unused.detach().clone(), state=len(opt.state))
 
-    # 7. write_back_grads=True on DTensor grads: .grad left clipped by the global coefficient.
+    # 7. FusedSGD with process_group= on a sparse gradient (each rank its own embedding): the
+    # norm over both ranks of the densified gradients.
+    emb = torch.nn.Embedding(6, 3, sparse=True)
+    with torch.no_grad():
+        emb.weight.copy_(torch.arange(18.0).view(6, 3) * (rank + 1))
+    opt = so.FusedSGD(emb.parameters(), lr=LR, process_group=dist.group.WORLD, max_grad_norm=MAX_NORM)
+    emb(torch.tensor([1, 4, 4])).square().sum().backward()
+    square = emb.weight.grad.to_dense().square().sum()
+    dist.all_reduce(square)
+    opt.step()
+    out["sparse"] = dict(norm=opt.last_grad_norm.clone(), want=square.sqrt())
+
+    # 8. write_back_grads=True on DTensor grads: .grad left clipped by the global coefficient.
     model = _fsdp(mesh)
     opt = _make_opt("adamw", model.parameters(), write_back_grads=True)
     _loss(model, 1, rank, world).backward()
@@ -483,3 +495,8 @@ def test_write_back_grads_on_dtensors_are_globally_clipped(main_run):
     assert norm > MAX_NORM
     for rank_out in main_run:
         _assert_params(rank_out["write_back"], [p.grad for p in model.parameters()])
+
+
+def test_process_group_with_sparse_gradients(main_run):
+    for rank_out in main_run:
+        torch.testing.assert_close(rank_out["sparse"]["norm"], rank_out["sparse"]["want"], rtol=1e-6, atol=0)

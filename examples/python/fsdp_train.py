@@ -1,6 +1,6 @@
 """A small transformer trained with FSDP2, steadystep's FusedAdamW and WarmupCosineLR.
 
-    torchrun --nproc_per_node 2 examples/python/fsdp_train.py [--steps 200] [--lr 3e-3]
+    torchrun --nproc_per_node 2 examples/python/fsdp_train.py [--steps 100] [--lr 3e-3]
 
 Every block and the root are sharded with `torch.distributed.fsdp.fully_shard`: parameters and
 gradients are DTensors, each rank holds half of every tensor. `FusedAdamW(max_grad_norm=1.0)`
@@ -9,19 +9,20 @@ a step on every rank at once if any rank sees an inf or nan. The norm stays on t
 rank 0 reads it only to print it.
 
 The task is synthetic and the same on every run (fixed seeds): copy a random token sequence
-after a separator, a task a causal transformer learns with attention. Backend: gloo on CPU, or
+after a separator, a task a causal transformer learns with attention (the loss falls from
+chance, about 2.7, to about 0.02 in 100 steps). Backend: gloo on CPU, or
 NCCL with one GPU per rank (by LOCAL_RANK) when CUDA is present (`--device cpu` forces CPU).
 """
 
 import argparse
 import math
 import os
+import sys
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor
 from torch import nn
 from torch.nn import functional as F
 
@@ -73,7 +74,7 @@ def copy_batch(gen, batch, half, vocab, device):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup", type=int, default=None, help="warmup steps (default: steps // 10)")
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
@@ -93,6 +94,12 @@ def main():
         torch.set_num_threads(1)  # one core per rank: 2 ranks on a small machine do not oversubscribe
     dist.init_process_group("nccl" if use_cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    if use_cuda and world > torch.cuda.device_count():  # NCCL refuses two ranks on one GPU
+        if rank == 0:
+            print(f"{world} ranks need {world} GPUs, this machine has {torch.cuda.device_count()}: "
+                  f"use --nproc_per_node {torch.cuda.device_count()} or --device cpu", file=sys.stderr)
+        dist.destroy_process_group()
+        sys.exit(2)
     mesh = init_device_mesh(device.type, (world,))
 
     vocab, half = 16, 8
@@ -125,11 +132,10 @@ def main():
         mean_loss = loss.detach().clone()
         dist.all_reduce(mean_loss)  # the loss over every rank's batch, for the print
         if rank == 0:
-            # Reading the values is the only sync, and only for the print. The norm is a Replicate
-            # DTensor: its local tensor is already the global norm, on every rank.
-            norm = optimizer.last_grad_norm
-            norm = norm.to_local() if isinstance(norm, DTensor) else norm
-            print(f"step {step:4d}  loss {mean_loss.item() / world:.4f}  grad_norm {norm.item():.4f}  lr {lr:.3e}", flush=True)
+            # Reading the values is the only host sync, and only for the print. last_grad_norm is a
+            # 0-dim tensor on the device holding the global norm (the same on every rank).
+            norm = optimizer.last_grad_norm.item()
+            print(f"step {step:4d}  loss {mean_loss.item() / world:.4f}  grad_norm {norm:.4f}  lr {lr:.3e}", flush=True)
     if rank == 0:
         print(f"skipped steps: {int(optimizer.skipped_steps)}  (chance loss {math.log(vocab - 1):.4f})")
     dist.barrier()  # no rank tears gloo down while a peer still talks to it

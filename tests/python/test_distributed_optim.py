@@ -64,7 +64,7 @@ def _make_opt(kind, params, **extra):
     return so.FusedSGD(params, lr=LR, momentum=0.9, weight_decay=WD, max_grad_norm=MAX_NORM, **extra)
 
 
-def _reference(kind, steps, skip=(), start=None):
+def _reference(kind, steps, skip=()):
     """One process, the whole model: torch's clip_grad_norm_ + AdamW / SGD. Returns the params
     after the last step, the state after it, and the pre-clip norms."""
     model = _model()
@@ -130,8 +130,10 @@ def _local_view(t):
 
 
 def _ranks_main(rank, world, ckpt_dir):
-    """Spawn 1 (2 ranks): FSDP2 AdamW run (checkpoint at step 10), FSDP2 SGD run, FSDP2 run with
-    an inf on rank 1 at INF_STEP, process_group= run on hand-sharded plain params."""
+    """Spawn 1 (2 ranks), one record per scenario: FSDP2 + FusedAdamW (DCP checkpoint after step
+    10), FSDP2 + FusedSGD, an inf on rank 1 at INF_STEP, a NaN on rank 1 with the inf-norm,
+    process_group= on hand-sharded plain params, a rank with no gradients, a sparse gradient,
+    write_back_grads on DTensors, and the API checks (pickling, deepcopy, refusals)."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict

@@ -28,14 +28,15 @@ import torch
 
 from dist_utils import run_ranks
 
-NORMS = [2.0, 1.0, 3.0, math.inf]
+NORMS = [2.0, 1.0, 3.0, 0.5, math.inf]
 RTOL_NORM = 1e-6  # steadystep's fp32 norm against the fp64 norm of the full gradients
 CLIP_FRACTION = 0.3  # max_norm = 0.3 * the full norm: every scenario actually clips
 
 
 def _torch_rtol(norm_type):
-    # torch's fp32 norm (the clip reference) for p outside {1, 2, inf}: up to 1.5e-6 off.
-    return 1e-6 if norm_type in (1.0, 2.0, math.inf) else 4e-6
+    # torch's fp32 norm (the clip reference) for p outside {1, 2, inf}: up to 1.5e-6 off, and
+    # x**(1/p) amplifies it by 1/p for p < 1 (test_clip_grad.torch_rtol).
+    return 1e-6 if norm_type in (1.0, 2.0, math.inf) else 4e-6 * max(1.0, 1.0 / norm_type)
 
 
 # ---- rank side --------------------------------------------------------------------------------
@@ -337,10 +338,12 @@ def _ranks_all(rank, world):
     }
     out = {}
     for name, run in scenarios.items():
+        start = time.monotonic()
         try:
             out[name] = dict(ok=True, value=run())
         except Exception:
             out[name] = dict(ok=False, error=traceback.format_exc())
+        out[name]["seconds"] = time.monotonic() - start  # for whoever trims this file's run time
     return out
 
 
@@ -421,7 +424,7 @@ def test_fsdp2_two_ranks(records):
 
 def test_fsdp2_four_ranks_with_empty_shards(records):
     # rank 3 holds an empty shard of the last bias (3 rows over 4 ranks): torch's inf-norm fails there
-    _check_dtensor_scenario(_scenario(records, "fsdp_4ranks"), "fsdp_4ranks", like_torch=[2.0, 1.0, 3.0])
+    _check_dtensor_scenario(_scenario(records, "fsdp_4ranks"), "fsdp_4ranks", like_torch=[2.0, 1.0, 3.0, 0.5])
 
 
 # torch 2.11's clip_grad_norm_ leaves a Partial(sum) grad unscaled (its _foreach_mul_ by the

@@ -28,7 +28,6 @@ one all-reduce per mesh group, then over ``process_group``), handed to the op as
 
 import copy
 import numbers
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +39,8 @@ from torch.optim.optimizer import _device_dtype_check_for_fused
 from torch.optim.sgd import sgd as _torch_sgd
 
 from . import _C
+from ._distributed import global_norm, is_dtensor
+from ._distributed import local as _local  # a DTensor's shard on this rank; the kernels update it in place
 
 __all__ = ["FusedAdam", "FusedAdamW", "FusedSGD"]
 
@@ -53,16 +54,7 @@ _STATE_DICT_SKIPPED = "skipped_steps"  # top-level state_dict key; torch's load_
 
 
 def _any_dtensor(tensors: list[Tensor]) -> bool:
-    # A DTensor exists only once torch.distributed.tensor is imported: the local path (thousands
-    # of plain tensors per step) imports nothing and asks nothing.
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and any(isinstance(t, module.DTensor) for t in tensors)
-
-
-def _local(t: Tensor) -> Tensor:
-    # A DTensor's shard on this rank (the kernels update it in place, so the DTensor sees it).
-    to_local = getattr(t, "to_local", None)
-    return t if to_local is None else to_local()
+    return any(is_dtensor(t) for t in tensors)
 
 
 def _as_real(t: Tensor) -> Tensor:
@@ -268,8 +260,7 @@ class _FusedOptimizer(Optimizer):
             return None
         if self.process_group is None and not _any_dtensor(grads):
             return None
-        from . import _distributed
-        return _distributed.global_norm(grads, self.norm_type, self.process_group)
+        return global_norm(grads, self.norm_type, self.process_group)
 
     def _idle_step(self) -> None:
         """A rank whose params have no gradients this step, with a process_group: it joins the

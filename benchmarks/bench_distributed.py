@@ -11,11 +11,11 @@ Backend: gloo on CPU, or NCCL with one GPU per rank (by LOCAL_RANK) when CUDA is
 Shard(0) over all ranks); the gradients are fixed random values.
 
 Contenders, each on its own copy of the same parameters and gradients:
-- clip: `torch.nn.utils.clip_grad_norm_` (its default: per-tensor norms, a stack, the
-  reductions DTensor asks for) against `steadystep.clip_grad_norm_` (the local kernel on every
+- clip: `torch.nn.utils.clip_grad_norm_` (default and foreach=True: per-tensor norms, a stack,
+  the reductions DTensor asks for) against `steadystep.clip_grad_norm_` (the local kernel on every
   shard, one all-reduce), with max_norm far above the norm (no clipping) and below it (clipping).
-- step: `torch.nn.utils.clip_grad_norm_` + `torch.optim.AdamW` (default, foreach=True,
-  fused=True: those that run on DTensors here) against `steadystep.optim.FusedAdamW(max_grad_norm)`.
+- step: `torch.nn.utils.clip_grad_norm_` + `torch.optim.AdamW` (default + default; foreach=True
+  clip + foreach=True or fused=True AdamW) against `steadystep.optim.FusedAdamW(max_grad_norm)`.
 
 Each timed call starts after a barrier and ends when its collectives have finished (a device
 synchronize on CUDA); the table shows the median over `--repeats` calls after `--warmup` calls,
@@ -24,6 +24,7 @@ call gets fewer repeats, at least 3). The norms of the two clips are checked equ
 """
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -44,7 +45,7 @@ def parse_args():
     parser.add_argument("--nproc", type=int, default=2, help="ranks when launched plainly")
     parser.add_argument("--tensors", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3, help="calls before timing (at least 2)")
     parser.add_argument("--budget", type=float, default=10.0,
                         help="seconds of timed calls per contender, at most (fewer repeats, at least 3)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -105,17 +106,17 @@ def main():
 
     def time_calls(fn):
         """Median seconds per call on this rank; the caller takes the slowest rank's."""
-        # A contender that takes seconds a call gets fewer warmup calls and repeats (at least 1 and 3),
+        # A contender that takes seconds a call gets fewer warmup calls and repeats (at least 2 and 3),
         # the same on every rank; the last warmup call is the one to go by (the first creates the
         # optimizer state).
         spent = 0.0
-        for _ in range(max(args.warmup, 1)):
+        for i in range(max(args.warmup, 2)):
             start = time.perf_counter()
             fn()
             wait()
             once = slowest(time.perf_counter() - start)
             spent += once
-            if spent > args.budget / 2:
+            if i >= 1 and spent > args.budget / 2:
                 break
         repeats = min(args.repeats, max(3, int(args.budget / once)))
         samples = []
@@ -169,7 +170,10 @@ def main():
 
     for clipping in (False, True):
         case = "clipping" if clipping else "no clipping"
-        for contender, clip in [("torch", torch.nn.utils.clip_grad_norm_), ("steadystep", steadystep.clip_grad_norm_)]:
+        clips = [("torch (default)", torch.nn.utils.clip_grad_norm_),
+                 ("torch (foreach)", functools.partial(torch.nn.utils.clip_grad_norm_, foreach=True)),
+                 ("steadystep", steadystep.clip_grad_norm_)]
+        for contender, clip in clips:
             _, params = sharded_params()
             state = {"max_norm": norm / 2 if clipping else norm * 10}
 
@@ -180,12 +184,15 @@ def main():
             record("clip", case, contender, call)
             del params
 
+    # torch: clip_grad_norm_ then the step; the default pair, and foreach clip with foreach / fused AdamW.
     step_contenders = [
-        ("torch AdamW (default)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01), True),
-        ("torch AdamW (foreach)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, foreach=True), True),
-        ("torch AdamW (fused)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, fused=True), True),
+        ("torch AdamW (default)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01), {}),
+        ("torch AdamW (foreach)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, foreach=True),
+         {"foreach": True}),
+        ("torch AdamW (fused)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, fused=True),
+         {"foreach": True}),
         ("steadystep FusedAdamW", lambda ps: steadystep.optim.FusedAdamW(ps, lr=1e-3, weight_decay=0.01,
-                                                                          max_grad_norm=1.0), False),
+                                                                          max_grad_norm=1.0), None),
     ]
     for contender, make, clip_first in step_contenders:
         _, params = sharded_params()
@@ -197,8 +204,8 @@ def main():
             continue
 
         def step(optimizer=optimizer, params=params, clip_first=clip_first):
-            if clip_first:
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
+            if clip_first is not None:
+                torch.nn.utils.clip_grad_norm_(params, 1.0, **clip_first)
             optimizer.step()
         record("step", "max_grad_norm 1", contender, step)
         del optimizer, params
@@ -222,6 +229,13 @@ def main():
                 ms = f"{r['ms']:.3f}" if r["error"] is None else "error"
                 print(f"{kind:<6}{case:<17}{r['contender']:<24}{ms:>10}{speedup:>10}{r.get('repeats', 0):>9}")
         print("(speedup: that contender's time over steadystep's)")
+        for kind, case in [("clip", "no clipping"), ("clip", "clipping"), ("step", "max_grad_norm 1")]:
+            rows = [r for r in results if r["kind"] == kind and r["case"] == case and r["error"] is None]
+            ours = [r["ms"] for r in rows if r["contender"].startswith("steadystep")]
+            theirs = [r for r in rows if not r["contender"].startswith("steadystep")]
+            if ours and theirs:
+                best = min(theirs, key=lambda r: r["ms"])
+                print(f"{kind} ({case}): {best['ms'] / ours[0]:.2f}x over torch's fastest, {best['contender']}")
         if args.json:
             meta = {"world_size": world, "backend": dist.get_backend(), "device": where, "tensors": args.tensors,
                     "elements": elements, "torch": torch.__version__, "repeats": args.repeats,

@@ -24,6 +24,7 @@ from dist_utils import run_ranks
 
 STEPS = 20
 CKPT_STEP = 10
+SCALER_STEPS = 5
 INF_STEP = 7  # the step (1-based) whose gradient gets an inf on one rank
 LR = 1e-2
 WD = 0.1
@@ -133,7 +134,7 @@ def _ranks_main(rank, world, ckpt_dir):
     """Spawn 1 (2 ranks), one record per scenario: FSDP2 + FusedAdamW (DCP checkpoint after step
     10), FSDP2 + FusedSGD, an inf on rank 1 at INF_STEP, a NaN on rank 1 with the inf-norm,
     process_group= on hand-sharded plain params, a rank with no gradients, a sparse gradient,
-    write_back_grads on DTensors, and the API checks (pickling, deepcopy, refusals)."""
+    write_back_grads on DTensors, GradScaler, and the API checks (pickling, deepcopy, refusals)."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
@@ -254,6 +255,22 @@ def _ranks_main(rank, world, ckpt_dir):
     _loss(model, 1, rank, world).backward()
     opt.step()
     out["write_back"] = [_full(p.grad) for p in model.parameters()]
+
+    # 9. GradScaler hands its scale and found_inf to the step; the sharded norm is taken of the
+    # scaled gradients and unscaled in the op. An inf on rank 1 at step 3.
+    model = _fsdp(mesh)
+    opt = _make_opt("adamw", model.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scales = []
+    for step in range(1, SCALER_STEPS + 1):
+        scaler.scale(_loss(model, step, rank, world)).backward()
+        if step == 3 and rank == 1:
+            _local_view(next(model.parameters()).grad).view(-1)[0] = math.inf
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+        scales.append((float(scaler.get_scale()), int(opt.skipped_steps)))
+    out["scaler"] = dict(scales=scales, params=[_full(p) for p in model.parameters()])
 
     out["api"] = _api_checks(pg_opt, _fsdp(mesh))
     dist.barrier()  # every rank done with its collectives before the harness tears the group down
@@ -502,3 +519,12 @@ def test_write_back_grads_on_dtensors_are_globally_clipped(main_run):
 def test_process_group_with_sparse_gradients(main_run):
     for rank_out in main_run:
         torch.testing.assert_close(rank_out["sparse"]["norm"], rank_out["sparse"]["want"], rtol=1e-6, atol=0)
+
+
+def test_grad_scaler_on_fsdp2(main_run):
+    # A power-of-two scale unscales exactly: the reference is the unscaled run without step 3.
+    params, _, _ = _reference("adamw", SCALER_STEPS, skip=(3,))
+    for rank_out in main_run:
+        run = rank_out["scaler"]
+        assert run["scales"] == [(1024.0, 0), (1024.0, 0), (512.0, 1), (512.0, 1), (512.0, 1)]
+        _assert_params(run["params"], params)

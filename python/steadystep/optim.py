@@ -431,8 +431,10 @@ class FusedAdam(_FusedOptimizer):
             same coefficient and skips the same steps. Every rank of the group must call
             ``step()`` (a rank with no gradients joins the reduction). Not needed for DTensor
             params (FSDP2, tensor parallel), whose meshes name their groups; given with them,
-            it adds a last reduction (e.g. across pipeline stages). With GradScaler, keep
-            ``skip_nonfinite=True``: its ``found_inf`` is per rank, the guard's verdict global.
+            it adds a last reduction (e.g. across pipeline stages). A GradScaler over plain
+            hand-sharded gradients finds infs per rank: use one that reduces ``found_inf``
+            over the group (``ShardedGradScaler(process_group=...)``) so that its scale stays
+            the same on every rank; the guard (``skip_nonfinite=True``) is global either way.
             Not in ``state_dict`` and not pickled (an unpickled optimizer has None); ``deepcopy``
             shares it. Not supported with ``differentiable=True`` (nor are DTensor params).
     """

@@ -18,6 +18,8 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
+#include <atomic>
+#include <cstdlib>
 #include <iostream>
 #include <mutex>
 #include <string>
@@ -99,14 +101,26 @@ int main(int argc, char** argv) {
     return 0;
   }
   // All ranks in this process: each thread gets its own registry of group names, as each
-  // process has one (the collectives find a group by its name).
+  // process has one (the collectives find a group by its name); and torch's flight recorder of
+  // collectives, which two ranks in one process race on, is off.
+  setenv("TORCH_FR_BUFFER_SIZE", "0", /*overwrite=*/1);
   c10d::set_thread_isolation_mode(true);
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::thread> ranks;
+  std::atomic<bool> failed{false};
   for (int r = 0; r < world_size; ++r) {
-    ranks.emplace_back([&, r] { train(r, gloo_group(store, r, world_size)); });
+    ranks.emplace_back([&, r] {
+      try {
+        train(r, gloo_group(store, r, world_size));
+      } catch (const std::exception& e) {  // e.g. another rank failed: a collective times out
+        std::lock_guard<std::mutex> lock(print_lock);
+        std::cerr << "rank " << r << ": " << e.what() << "\n";
+        failed = true;
+      }
+    });
   }
   for (auto& t : ranks) {
     t.join();
   }
+  return failed ? 1 : 0;
 }

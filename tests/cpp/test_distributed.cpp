@@ -7,7 +7,9 @@
 // c10d::HashStore. c10d's thread isolation mode gives every thread its own group registry, as
 // every process has its own, so each rank resolves the group names it registers to its own
 // group. Collectives time out after kTimeout: a rank that never joins fails the test, it does
-// not hang it.
+// not hang it. Torch's flight recorder (a process-wide log of collectives, on by default) is
+// switched off here: it inserts into a map shared by the whole process before taking its lock,
+// which two ranks in one process race on (one process per rank, the usual setup, does not).
 
 #include <steadystep/clip_grad.h>
 #include <steadystep/optim.h>
@@ -20,11 +22,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <limits>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -53,6 +58,8 @@ Group gloo_group(const c10::intrusive_ptr<c10d::Store>& store, int rank, int siz
 // rethrows the first rank's exception once every rank has finished.
 void run_ranks(const std::function<void(int, const Group&)>& body, int world = kWorld,
                std::chrono::milliseconds timeout = kTimeout) {
+  // Read once, when the first group records a collective (NOTE [Ranks as threads]).
+  setenv("TORCH_FR_BUFFER_SIZE", "0", /*overwrite=*/1);
   c10d::set_thread_isolation_mode(true);
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::exception_ptr> errors(world);
@@ -351,14 +358,17 @@ TEST(DistributedClip, NegativeMaxNormIsRefusedBeforeTheCollective) {
 // rounding) with LibTorch's clip_grad_norm_ followed by its AdamW / SGD.
 constexpr int kSteps = 6;
 
-std::vector<Tensors> step_grads(int steps, int inf_at_step = -1, int inf_rank = -1) {
+// The gradients of `steps` steps; at step `bad_step` (if any) one element that rank `bad_rank`
+// holds is `bad_value` (inf or nan).
+std::vector<Tensors> step_grads(int steps, int bad_step = -1, int bad_rank = -1,
+                                double bad_value = kInf) {
   std::vector<Tensors> out;
   for (int s = 0; s < steps; ++s) {
     out.push_back(random_tensors(100 + s));
   }
-  if (inf_at_step >= 0) {
-    // Inside the half of tensor 1 that `inf_rank` holds.
-    out[inf_at_step][1][inf_rank * 8 + 3] = kInf;
+  if (bad_step >= 0) {
+    // Inside the half of tensor 1 (16 elements) that `bad_rank` holds.
+    out[bad_step][1][bad_rank * 8 + 3] = bad_value;
   }
   return out;
 }
@@ -490,14 +500,9 @@ TEST(DistributedFusedStep, FusedSGDOverShardsEqualsTheWholeModel) {
   expect_halves_match(halves, libtorch, 1e-5, "vs clip_grad_norm_ + torch::optim::SGD");
 }
 
-TEST(DistributedFusedStep, AnInfOnOneRankSkipsTheStepOnEveryRank) {
+TEST(DistributedFusedStep, AnInfOrNanOnOneRankSkipsTheStepOnEveryRank) {
   const Tensors values = random_tensors(22);
-  constexpr int kInfStep = 3;
-  const auto grads = step_grads(kSteps, kInfStep, /*inf_rank=*/1);
-  const auto options = steadystep::FusedAdamOptions(1e-2).max_grad_norm(0.5);
-  std::vector<Tensors> before(kWorld), after(kWorld), state_before(kWorld), state_after(kWorld);
-  std::vector<int64_t> skipped(kWorld), skipped_before(kWorld), skipped_end(kWorld);
-  std::vector<Tensors> final_halves(kWorld);
+  constexpr int kBadStep = 3;
   auto snapshot = [](const steadystep::FusedAdam& opt, const Tensors& params) {
     Tensors out;
     for (const auto& p : params) {
@@ -510,45 +515,59 @@ TEST(DistributedFusedStep, AnInfOnOneRankSkipsTheStepOnEveryRank) {
     }
     return out;
   };
-  run_ranks([&](int rank, const Group& group) {
-    Tensors params = params_with_grads(shard(values, Sharding::kHalfOfEachTensor, rank),
-                                       shard(grads[0], Sharding::kHalfOfEachTensor, rank));
-    auto mine = options;
-    steadystep::FusedAdam opt(params, mine.process_group(group));
-    for (int s = 0; s < kSteps; ++s) {
-      const Tensors half = shard(grads[s], Sharding::kHalfOfEachTensor, rank);
-      for (size_t i = 0; i < params.size(); ++i) {
-        params[i].mutable_grad() = half[i];
+  // The inf-norm of a nan is reduced with a max, which does not carry nan from every rank.
+  const std::vector<std::pair<double, double>> cases = {
+      {2.0, kInf}, {2.0, std::nan("")}, {1.0, std::nan("")}, {kInf, kInf}, {kInf, std::nan("")}};
+  for (const auto& [norm_type, bad_value] : cases) {
+    for (int bad_rank = 0; bad_rank < kWorld; ++bad_rank) {
+      const std::string what = "norm_type " + std::to_string(norm_type) + ", " +
+                               std::to_string(bad_value) + " on rank " + std::to_string(bad_rank);
+      const auto grads = step_grads(kSteps, kBadStep, bad_rank, bad_value);
+      const auto options =
+          steadystep::FusedAdamOptions(1e-2).max_grad_norm(0.5).norm_type(norm_type);
+      std::vector<Tensors> state_before(kWorld), state_after(kWorld), final_halves(kWorld);
+      std::vector<int64_t> skipped_before(kWorld), skipped(kWorld), skipped_end(kWorld);
+      run_ranks([&](int rank, const Group& group) {
+        Tensors params = params_with_grads(shard(values, Sharding::kHalfOfEachTensor, rank),
+                                           shard(grads[0], Sharding::kHalfOfEachTensor, rank));
+        auto mine = options;
+        steadystep::FusedAdam opt(params, mine.process_group(group));
+        for (int s = 0; s < kSteps; ++s) {
+          const Tensors half = shard(grads[s], Sharding::kHalfOfEachTensor, rank);
+          for (size_t i = 0; i < params.size(); ++i) {
+            params[i].mutable_grad() = half[i];
+          }
+          if (s == kBadStep) {
+            state_before[rank] = snapshot(opt, params);
+            skipped_before[rank] = opt.skipped_steps().item<int64_t>();
+          }
+          opt.step();
+          if (s == kBadStep) {
+            state_after[rank] = snapshot(opt, params);
+            skipped[rank] = opt.skipped_steps().item<int64_t>();
+          }
+        }
+        skipped_end[rank] = opt.skipped_steps().item<int64_t>();
+        for (const auto& p : params) {
+          final_halves[rank].push_back(p.detach().clone());
+        }
+      });
+      for (int rank = 0; rank < kWorld; ++rank) {
+        // The rank without the bad value skips all the same: params and state bit-identical.
+        ASSERT_EQ(state_before[rank].size(), state_after[rank].size()) << what;
+        for (size_t i = 0; i < state_before[rank].size(); ++i) {
+          EXPECT_TRUE(torch::equal(state_before[rank][i], state_after[rank][i]))
+              << what << ": rank " << rank << " tensor " << i;
+        }
+        EXPECT_EQ(skipped_before[rank], 0) << what << ": rank " << rank;
+        EXPECT_EQ(skipped[rank], 1) << what << ": rank " << rank;
+        EXPECT_EQ(skipped_end[rank], 1) << what << ": rank " << rank;
       }
-      if (s == kInfStep) {
-        state_before[rank] = snapshot(opt, params);
-        skipped_before[rank] = opt.skipped_steps().item<int64_t>();
-      }
-      opt.step();
-      if (s == kInfStep) {
-        state_after[rank] = snapshot(opt, params);
-        skipped[rank] = opt.skipped_steps().item<int64_t>();
-      }
+      // Training goes on as one process does when it skips that step.
+      const Tensors whole = train_whole<steadystep::FusedAdam>(values, grads, options);
+      expect_halves_match(final_halves, whole, 1e-5, what + ", after the skipped step");
     }
-    skipped_end[rank] = opt.skipped_steps().item<int64_t>();
-    for (const auto& p : params) {
-      final_halves[rank].push_back(p.detach().clone());
-    }
-  });
-  for (int rank = 0; rank < kWorld; ++rank) {
-    // Rank 0 holds no inf, and skips all the same: params and state bit-identical.
-    ASSERT_EQ(state_before[rank].size(), state_after[rank].size());
-    for (size_t i = 0; i < state_before[rank].size(); ++i) {
-      EXPECT_TRUE(torch::equal(state_before[rank][i], state_after[rank][i]))
-          << "rank " << rank << " tensor " << i;
-    }
-    EXPECT_EQ(skipped_before[rank], 0) << rank;
-    EXPECT_EQ(skipped[rank], 1) << rank;
-    EXPECT_EQ(skipped_end[rank], 1) << rank;
   }
-  // Training goes on as one process does when it skips that step.
-  const Tensors whole = train_whole<steadystep::FusedAdam>(values, grads, options);
-  expect_halves_match(final_halves, whole, 1e-5, "after the skipped step");
 }
 
 TEST(DistributedFusedStep, ARankWithoutGradientsStillTakesPart) {

@@ -332,6 +332,20 @@ def _ranks_resume(rank, world, ckpt_dir):
     out = dict(params=[_full(p) for p in model.parameters()], state=_full_state(opt, model),
                loaded_steps=loaded_steps, skipped=opt.skipped_steps.clone())
 
+    # DCP's flattened optimizer state dict ("state.<fqn>.exp_avg", "param_groups.<fqn>.lr"):
+    # from this optimizer into a fresh one on the same model.
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    flat = StateDictOptions(flatten_optimizer_state_dict=True)
+    other = _make_opt("adamw", model.parameters())
+    before = [_local(p) for p in model.parameters()]
+    set_optimizer_state_dict(model, other, get_optimizer_state_dict(model, opt, options=flat), options=flat)
+    out["flat"] = dict(
+        same_state=all(torch.equal(_local(opt.state[p][k]), _local(other.state[p][k]))
+                       for p in model.parameters() for k in ("step", "exp_avg", "exp_avg_sq")),
+        params_kept=all(torch.equal(a, _local(p)) for a, p in zip(before, model.parameters())),
+        lr=[g["lr"] for g in other.param_groups],
+    )
+
     # Resharding: the same 2-rank checkpoint into a 1-rank FSDP2 group (each rank its own),
     # steps 11..20 on the whole batch.
     import torch.distributed as dist
@@ -452,6 +466,13 @@ def test_dcp_checkpoint_resumes_in_a_fresh_group(main_run, resumed):
         for sa, sb in zip(got["state"], want["state"]):
             for key in ("exp_avg", "exp_avg_sq", "step"):
                 assert torch.equal(sa[key].float(), sb[key].float()), key
+
+
+def test_dcp_flattened_optimizer_state_dict(resumed):
+    for rank_out in resumed:
+        assert rank_out["flat"]["same_state"]
+        assert rank_out["flat"]["params_kept"]  # the lr=0 step DCP takes to create state moves nothing
+        assert rank_out["flat"]["lr"] == [LR]
 
 
 def test_dcp_checkpoint_reshards_to_one_rank(main_run, resumed):

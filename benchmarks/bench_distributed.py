@@ -72,6 +72,13 @@ def main():
 
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if use_cuda and local_world > torch.cuda.device_count():  # NCCL wants a GPU per rank
+        if local_rank == 0:
+            gpus = torch.cuda.device_count()
+            print(f"{local_world} ranks need {local_world} GPUs, this machine has {gpus}: use "
+                  + (f"--nproc {gpus} or " if gpus else "") + "--device cpu", file=sys.stderr)
+        sys.exit(2)
     if use_cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)

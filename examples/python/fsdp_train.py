@@ -86,6 +86,13 @@ def main():
 
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if use_cuda and local_world > torch.cuda.device_count():  # NCCL wants a GPU per rank
+        if local_rank == 0:
+            gpus = torch.cuda.device_count()
+            print(f"{local_world} ranks need {local_world} GPUs, this machine has {gpus}: use "
+                  + (f"--nproc_per_node {gpus} or " if gpus else "") + "--device cpu", file=sys.stderr)
+        sys.exit(2)
     if use_cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
@@ -94,12 +101,6 @@ def main():
         torch.set_num_threads(1)  # one core per rank: 2 ranks on a small machine do not oversubscribe
     dist.init_process_group("nccl" if use_cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    if use_cuda and world > torch.cuda.device_count():  # NCCL refuses two ranks on one GPU
-        if rank == 0:
-            print(f"{world} ranks need {world} GPUs, this machine has {torch.cuda.device_count()}: "
-                  f"use --nproc_per_node {torch.cuda.device_count()} or --device cpu", file=sys.stderr)
-        dist.destroy_process_group()
-        sys.exit(2)
     mesh = init_device_mesh(device.type, (world,))
 
     vocab, half = 16, 8

@@ -20,7 +20,9 @@ Contenders, each on its own copy of the same parameters and gradients:
 Each timed call starts after a barrier and ends when its collectives have finished (a device
 synchronize on CUDA); the table shows the median over `--repeats` calls after `--warmup` calls,
 the slowest rank's median, from rank 0 (a contender slower than `--budget` / `--repeats` seconds a
-call gets fewer repeats, at least 3). The norms of the two clips are checked equal first.
+call gets fewer repeats, at least 3). The norms of the two clips are checked equal first. A last
+line splits steadystep's norm into the op under it (local shards prepared beforehand: the local
+kernel and the one all-reduce) and the Python that prepares its arguments from the DTensors.
 """
 
 import argparse
@@ -191,6 +193,19 @@ def main():
             record("clip", case, contender, call)
             del params
 
+    # Where steadystep's clip time goes: its norm from the DTensors, against the op under it on local
+    # shards prepared beforehand (the local kernel and the one all-reduce, without the Python before it).
+    _, params = sharded_params()
+    grads = [p.grad for p in params]
+    record("norm", "breakdown", "steadystep.get_total_norm", lambda: steadystep.get_total_norm(grads))
+    if world > 1 and hasattr(torch.ops.steadystep, "get_total_norm_sharded"):
+        with torch.no_grad():
+            shards = [g.to_local() for g in grads]
+        groups = [mesh.get_group(0).group_name]
+        record("norm", "breakdown", "op alone", lambda: torch.ops.steadystep.get_total_norm_sharded(
+            shards, [0] * len(shards), groups, [1], None, 2.0, False))
+    del params, grads
+
     # torch: clip_grad_norm_ then the step; the default pair, and foreach clip with foreach / fused AdamW.
     step_contenders = [
         ("torch AdamW (default)", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01), {}),
@@ -243,6 +258,10 @@ def main():
             if ours and theirs:
                 best = min(theirs, key=lambda r: r["ms"])
                 print(f"{kind} ({case}): {best['ms'] / ours[0]:.2f}x over torch's fastest, {best['contender']}")
+        breakdown = {r["contender"]: r["ms"] for r in results if r["kind"] == "norm" and r["error"] is None}
+        if len(breakdown) == 2:
+            print(f"steadystep.get_total_norm on the DTensors {breakdown['steadystep.get_total_norm']:.3f} ms, of which "
+                  f"the op under it (local norm + one all-reduce, shards prepared) {breakdown['op alone']:.3f} ms")
         if args.json:
             meta = {"world_size": world, "backend": dist.get_backend(), "device": where, "tensors": args.tensors,
                     "elements": elements, "torch": torch.__version__, "repeats": args.repeats,

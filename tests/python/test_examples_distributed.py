@@ -57,7 +57,7 @@ def test_fsdp_example_trains_on_two_gloo_ranks(tmp_path):
     losses = [r[1] for r in rows]
     norms = [r[2] for r in rows]
     assert all(math.isfinite(x) for x in losses + norms)
-    assert all(n > 0 for n in norms)
+    assert all(n > 0.5 for n in norms), norms  # so every step clipped
     assert sum(losses[-3:]) < sum(losses[:3]) - 0.05, losses
     # The lr each step used: transformers' cosine schedule with linear warmup from 0.
     expected = [lr * t / warmup if t < warmup else

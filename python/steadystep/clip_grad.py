@@ -85,7 +85,7 @@ def clip_grads_with_norm_(
         total_norm (Tensor): the norm to clip by (e.g. from :func:`get_total_norm`).
         foreach (bool, optional): accepted for compatibility and ignored.
     """
-    grads = [_distributed.local(g) for g in _grads(parameters)]
+    grads = _distributed.shards(_grads(parameters))
     torch.ops.steadystep.clip_grads_with_norm_(grads, float(max_norm), _distributed.local_norm(total_norm))
 
 
@@ -119,13 +119,12 @@ def clip_grad_norm_(
         replicated DTensor).
     """
     grads = _grads(parameters)
-    sharded = _distributed.global_norm(grads, norm_type, process_group, error_if_nonfinite)
+    local_grads = _distributed.shards(grads)
+    sharded = _distributed.global_norm(grads, norm_type, process_group, error_if_nonfinite, local_grads)
     if sharded is None:
         return torch.ops.steadystep.clip_grad_norm_(grads, float(max_norm), float(norm_type), bool(error_if_nonfinite))
     total = _distributed.as_result(sharded, grads)  # in torch's dtype, as torch clips with it
-    torch.ops.steadystep.clip_grads_with_norm_(
-        [_distributed.local(g) for g in grads], float(max_norm), _distributed.local_norm(total)
-    )
+    torch.ops.steadystep.clip_grads_with_norm_(local_grads, float(max_norm), _distributed.local_norm(total))
     return total
 
 
@@ -138,4 +137,4 @@ def clip_grad_value_(parameters: _TensorOrTensors, clip_value: float, foreach: b
         clip_value (float): the bound (>= 0).
         foreach (bool, optional): accepted for compatibility and ignored.
     """
-    torch.ops.steadystep.clip_grad_value_([_distributed.local(g) for g in _grads(parameters)], float(clip_value))
+    torch.ops.steadystep.clip_grad_value_(_distributed.shards(_grads(parameters)), float(clip_value))

@@ -254,6 +254,9 @@ def _scenario_handmade(rank, mesh, layouts):
 
 HANDMADE_1D = [("S1",), ("R",), ("S0",), ("P",)]
 HANDMADE_2D = [("S0", "S1"), ("R", "S0"), ("S1", "R"), ("R", "R"), ("P", "S0"), ("S0", "P")]
+# Each grad replicated on the dim the other is sharded on: rank (1, 1) counts neither, and must
+# still join both of the mesh's reductions (it once skipped them, and the others hung).
+HANDMADE_2D_CROSSED = [("S0", "R"), ("R", "S0")]
 ZERO_SHAPES = [(7, 5), (7,), (3, 7), (3,), (2, 2, 3), (1,)]
 
 
@@ -324,6 +327,7 @@ def _ranks_all(rank, world):
         "fsdp_2ranks": lambda: _scenario_fsdp_1d(rank, mesh_pairs["in_pair"]),
         "handmade_1d": lambda: _scenario_handmade(rank, mesh_pairs["in_pair"], HANDMADE_1D),
         "handmade_2d": lambda: _scenario_handmade(rank, mesh_dp_tp, HANDMADE_2D),
+        "handmade_2d_crossed": lambda: _scenario_handmade(rank, mesh_dp_tp, HANDMADE_2D_CROSSED),
         "nonfinite": lambda: _scenario_nonfinite(rank, mesh_pairs["in_pair"]),
         "fsdp_4ranks": lambda: _scenario_fsdp_1d(rank, mesh_world),
         "fsdp_tp": lambda: _scenario_fsdp_tp(rank, mesh_dp_tp),
@@ -436,6 +440,10 @@ def test_handmade_dtensors_on_a_1d_mesh(records):
 
 def test_handmade_dtensors_on_a_2d_mesh(records):
     _check_dtensor_scenario(_scenario(records, "handmade_2d"), "handmade_2d", torch_scales_partial=False)
+
+
+def test_a_rank_that_counts_no_grad_still_joins_the_reductions(records):
+    _check_dtensor_scenario(_scenario(records, "handmade_2d_crossed"), "handmade_2d_crossed")
 
 
 def test_nonfinite_in_one_shard_is_seen_by_every_rank(records):

@@ -18,10 +18,13 @@ set(STEADYSTEP_SOURCES
   csrc/ops/get_total_norm.cpp
   csrc/ops/sharded_norm.cpp
   csrc/ops/clip_grad.cpp
+  csrc/ops/agc.cpp
   csrc/ops/fused_optim.cpp
   csrc/ops/optim_checks.cpp
   csrc/cpu/registration.cpp
+  csrc/cpu/agc_kernel.cpp
   csrc/meta/clip_grad_meta.cpp
+  csrc/meta/agc_meta.cpp
   # Layer 3: the C++ frontend
   csrc/lr_scheduler/lr_scheduler.cpp
   csrc/lr_scheduler/optimizer_momentum.cpp
@@ -49,6 +52,8 @@ set(STEADYSTEP_CUDA_SOURCES
   cuda/total_norm_cuda.cpp
   cuda/scale_clamp.cu
   cuda/scale_clamp_cuda.cpp
+  cuda/agc.cu
+  cuda/agc_cuda.cpp
   cuda/fused_adam.cu
   cuda/fused_sgd.cu
   cuda/fused_optim_cuda.cpp

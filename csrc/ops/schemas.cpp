@@ -32,6 +32,12 @@ TORCH_LIBRARY(steadystep, m) {
       "bool error_if_nonfinite=False) -> Tensor");
   // Clamp `grads` (in place) into [-clip_value, clip_value], as torch.nn.utils.clip_grad_value_.
   m.def("clip_grad_value_(Tensor(a!)[] grads, float clip_value) -> ()");
+  // AGC (NFNets), as timm.utils.adaptive_clip_grad: each unit of grads[i] (a row along dim 0,
+  // the whole tensor for ndim <= 1) is scaled in place by max_norm / max(|g unit|, 1e-6) unless
+  // its norm is below max_norm = clip_factor * max(|params[i] unit|, eps). One device, no sync.
+  m.def(
+      "adaptive_clip_grad_(Tensor[] params, Tensor(a!)[] grads, float clip_factor=0.01, "
+      "float eps=0.001, float norm_type=2.0) -> ()");
   // Backend kernels: dense tensors of one device. x *= coef unless coef >= 1 (then no pass);
   // coef is a one-element tensor on that device.
   m.def("_scale_(Tensor(a!)[] tensors, Tensor coef) -> ()");

@@ -9,12 +9,19 @@ import torch  # noqa: F401  (loads libtorch before our library needs it)
 
 from . import _C  # loads libsteadystep, which registers torch.ops.steadystep
 from . import lr_scheduler, optim
-from .clip_grad import clip_grad_norm_, clip_grad_value_, clip_grads_with_norm_, get_total_norm
+from .clip_grad import (
+    adaptive_clip_grad_,
+    clip_grad_norm_,
+    clip_grad_value_,
+    clip_grads_with_norm_,
+    get_total_norm,
+)
 
 __version__: str = _C.__version__
 
 __all__ = [
     "__version__",
+    "adaptive_clip_grad_",
     "clip_grad_norm_",
     "clip_grad_value_",
     "clip_grads_with_norm_",

@@ -20,7 +20,13 @@ from torch import Tensor
 
 from . import _distributed
 
-__all__ = ["get_total_norm", "clip_grads_with_norm_", "clip_grad_norm_", "clip_grad_value_"]
+__all__ = [
+    "get_total_norm",
+    "clip_grads_with_norm_",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "adaptive_clip_grad_",
+]
 
 _TensorOrTensors = Tensor | Iterable[Tensor]
 
@@ -138,3 +144,33 @@ def clip_grad_value_(parameters: _TensorOrTensors, clip_value: float, foreach: b
         foreach (bool, optional): accepted for compatibility and ignored.
     """
     torch.ops.steadystep.clip_grad_value_(_distributed.shards(_grads(parameters)), float(clip_value))
+
+
+def adaptive_clip_grad_(
+    parameters: _TensorOrTensors, clip_factor: float = 0.01, eps: float = 1e-3, norm_type: float = 2.0
+) -> None:
+    r"""Adaptive gradient clipping (AGC, NFNets), as :func:`timm.utils.adaptive_clip_grad`.
+
+    Each unit of each gradient (a row along dim 0 for a parameter of more than one dim, else the
+    whole tensor) is scaled in place by ``max_norm / max(norm(g_unit), 1e-6)`` unless its norm
+    is below ``max_norm = clip_factor * max(norm(w_unit), eps)``. The same values as timm's
+    (its ops rounded in the parameter's dtype), from one multi-tensor kernel per device that
+    accumulates the norms in fp32 (fp64 for fp64) and never synchronises with the host.
+
+    Args:
+        parameters (Iterable[Tensor] or Tensor): the parameters whose ``.grad`` is clipped.
+        clip_factor (float): the largest gradient-to-weight norm ratio per unit (> 0).
+        eps (float): the smallest weight norm a unit is measured against (>= 0).
+        norm_type (float): order of the unit norms, > 0 or ``inf``.
+
+    Unlike timm's, which accepts anything, it raises ``ValueError`` for ``clip_factor <= 0``,
+    ``eps < 0``, ``norm_type <= 0`` or ``-inf``, or a grad whose dtype differs from its
+    parameter's, and ``RuntimeError`` for gradients on several devices; every check runs before
+    the first gradient changes.
+    """
+    params = [p for p in _tensors(parameters) if p.grad is not None]
+    if not params:
+        return  # an empty list has no tensor to dispatch on
+    torch.ops.steadystep.adaptive_clip_grad_(
+        [p.detach() for p in params], [p.grad for p in params], float(clip_factor), float(eps), float(norm_type)
+    )

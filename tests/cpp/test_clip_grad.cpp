@@ -282,3 +282,72 @@ TEST(GetTotalNorm, MetaFusedStepGuard) {
 }
 
 }  // namespace
+
+namespace {
+
+// AGC's formula in ATen ops (timm.utils.adaptive_clip_grad): unit norms over all dims but the
+// first (the whole tensor for ndim <= 1), max_norm = clamp(|w|, eps) * clip_factor, grads whose
+// unit norm is not below it scaled by max_norm / clamp(|g|, 1e-6).
+torch::Tensor agc_reference(const torch::Tensor& w, const torch::Tensor& g, double clip_factor,
+                            double eps, double p) {
+  const auto unit_norm = [p](const torch::Tensor& x) {
+    if (x.dim() <= 1) {
+      return torch::linalg_vector_norm(x, p, c10::nullopt, false, c10::nullopt);
+    }
+    std::vector<int64_t> dims;
+    for (int64_t d = 1; d < x.dim(); ++d) {
+      dims.push_back(d);
+    }
+    return torch::linalg_vector_norm(x, p, dims, true, c10::nullopt);
+  };
+  const auto max_norm = unit_norm(w).clamp_min(eps).mul(clip_factor);
+  const auto g_norm = unit_norm(g);
+  return torch::where(g_norm < max_norm, g, g * (max_norm / g_norm.clamp_min(1e-6)));
+}
+
+TEST(AdaptiveClipGrad, MatchesAtenFormula) {
+  torch::manual_seed(0);
+  const std::vector<std::vector<int64_t>> shapes = {{},        {7},           {300},       {8, 5},
+                                                    {64, 100}, {16, 3, 3, 3}, {4, 1000, 1}};
+  for (const auto dtype : {torch::kFloat, torch::kDouble}) {
+    for (const double p : {2.0, 1.0, kInf, 3.0}) {
+      std::vector<torch::Tensor> params;
+      std::vector<torch::Tensor> expected;
+      for (const auto& shape : shapes) {
+        auto w = torch::randn(shape, torch::TensorOptions().dtype(dtype)) * 0.1;
+        // Units' grad/weight ratios spread over 1e-5..1e-1: some clipped, some kept.
+        auto g = torch::randn(shape, torch::TensorOptions().dtype(dtype));
+        const int64_t units = w.dim() > 1 ? w.size(0) : 1;
+        std::vector<int64_t> scale_shape(std::max<int64_t>(w.dim(), 1), 1);
+        scale_shape[0] = units;
+        auto scale = torch::pow(10.0, torch::rand({units}, g.options()) * 4 - 5);
+        g = g * (w.dim() > 1 ? scale.reshape(scale_shape) : scale.reshape({}));
+        w.requires_grad_(true);
+        w.mutable_grad() = g.clone();
+        expected.push_back(agc_reference(w.detach(), g, 0.01, 1e-3, p));
+        params.push_back(w);
+      }
+      steadystep::adaptive_clip_grad_(params, 0.01, 1e-3, p);
+      // Same formula, same dtype; only the summation order of the norms differs (a few ulps).
+      const double rtol = dtype == torch::kDouble ? 1e-12 : 1e-5;
+      for (size_t i = 0; i < params.size(); ++i) {
+        EXPECT_TRUE(torch::allclose(params[i].grad(), expected[i], rtol, 0.0))
+            << "dtype " << dtype << " p " << p << " tensor " << i;
+      }
+    }
+  }
+}
+
+TEST(AdaptiveClipGrad, RejectsBadArgumentsBeforeChangingAnything) {
+  auto w = torch::randn({4, 3}).requires_grad_(true);
+  w.mutable_grad() = torch::randn({4, 3}) * 10;
+  const auto before = w.grad().clone();
+  EXPECT_THROW(steadystep::adaptive_clip_grad_({w}, 0.0), c10::ValueError);
+  EXPECT_THROW(steadystep::adaptive_clip_grad_({w}, 0.01, -1.0), c10::ValueError);
+  EXPECT_THROW(steadystep::adaptive_clip_grad_({w}, 0.01, 1e-3, 0.0), c10::ValueError);
+  EXPECT_TRUE(torch::equal(w.grad(), before));
+  steadystep::adaptive_clip_grad_({w});
+  EXPECT_FALSE(torch::equal(w.grad(), before));  // ratio ~100 > 0.01: clipped
+}
+
+}  // namespace

@@ -29,6 +29,7 @@ def cases(device):
     p, g, m, v, vmax, steps = step_lists(device)
     sp, sg, buf, _, _, sst = step_lists(device)
     count = torch.zeros((), dtype=torch.int64, device=device)
+    agc_params = tensors(device)
     return {
         "get_total_norm": (ops.get_total_norm.default, (tensors(device), 2.0, False)),
         "_total_norm": (ops._total_norm.default, (tensors(device), 3.0)),
@@ -42,6 +43,8 @@ def cases(device):
         "clip_grad_value_": (ops.clip_grad_value_.default, (tensors(device), 0.5)),
         "_scale_": (ops._scale_.default, (tensors(device), torch.tensor(0.5, device=device))),
         "_clamp_": (ops._clamp_.default, (tensors(device), 0.5)),
+        "adaptive_clip_grad_": (ops.adaptive_clip_grad_.default,
+                                (agc_params, [torch.randn_like(w) for w in agc_params], 0.5, 1e-3, 2.0)),
         "fused_adam_": (ops.fused_adam_.default,
                         (p, g, m, v, vmax, steps, [1, 2], [1e-3, 1e-2], [0.9, 0.8], [0.999, 0.99], [1e-8, 1e-8],
                          [0.0, 0.1], [True, False], [False, True], [False, True], 1.0, 2.0, True, None, None, count)),

@@ -71,4 +71,16 @@ at::Tensor clip_grad_norm_(at::TensorList parameters, double max_norm, double no
 /// The defined gradients of `parameters`, in order (what the clipping functions act on).
 std::vector<at::Tensor> grads_of(at::TensorList parameters);
 
+/// Adaptive gradient clipping (AGC, NFNets), with the semantics of
+/// `timm.utils.adaptive_clip_grad`: for each parameter with a gradient, each unit (a row along
+/// dim 0 when it has more than one dim, else the whole tensor) gets
+/// max_norm = clip_factor * max(|w unit|, eps), and a gradient unit whose `norm_type`-norm is
+/// not below max_norm is scaled in place by max_norm / max(|g unit|, 1e-6); norms accumulate in
+/// fp32 (fp64 for fp64), the formula's values round to the parameter's dtype as timm's do.
+/// clip_factor > 0, eps >= 0, norm_type > 0 or inf; gradients on one device, each with its
+/// parameter's shape and dtype. Every check runs before the first gradient changes. No host
+/// sync: one multi-tensor kernel decides and scales on the device.
+void adaptive_clip_grad_(at::TensorList parameters, double clip_factor = 0.01, double eps = 1e-3,
+                         double norm_type = 2.0);
+
 }  // namespace steadystep

@@ -18,6 +18,7 @@ set(STEADYSTEP_SOURCES
   csrc/ops/get_total_norm.cpp
   csrc/ops/sharded_norm.cpp
   csrc/ops/clip_grad.cpp
+  csrc/ops/zscore_clip.cpp
   csrc/ops/agc.cpp
   csrc/ops/fused_optim.cpp
   csrc/ops/optim_checks.cpp
@@ -35,6 +36,7 @@ set(STEADYSTEP_SOURCES
   csrc/optim/fused_optimizer.cpp
   csrc/optim/fused_adam.cpp
   csrc/optim/fused_sgd.cpp
+  csrc/guard/zscore_clip.cpp
 )
 list(TRANSFORM STEADYSTEP_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")
 

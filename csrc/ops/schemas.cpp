@@ -43,6 +43,14 @@ TORCH_LIBRARY(steadystep, m) {
   m.def("_scale_(Tensor(a!)[] tensors, Tensor coef) -> ()");
   // x = clamp(x, -clip_value, clip_value), nan kept.
   m.def("_clamp_(Tensor(a!)[] tensors, float clip_value) -> ()");
+  // ZClip's adaptive clipping (ZScoreClip, NOTE [ZScoreClip state] in zscore_clip.cpp): the L2
+  // norm of `grads` (or `total_norm` when given), the update of `state` (warmup buffer, EMA
+  // mean and variance, last norm / coefficient / spike flag), and the scaling of `grads` by
+  // the clip coefficient, all on the device. Returns the norm as clip_grad_norm_ does.
+  m.def(
+      "zscore_clip_(Tensor(a!)[] grads, Tensor(b!) state, float alpha, float z_thresh, "
+      "float? max_grad_norm, float eps, int warmup_steps, str mode, str clip_option, "
+      "float clip_factor, bool skip_update_on_spike, Tensor? total_norm=None) -> Tensor");
 
   // One fused optimizer step over all param groups (lists flattened, `group_sizes` tensors
   // per group, one hyper-parameter value per group): the global gradient norm (over all

@@ -16,11 +16,13 @@ from .clip_grad import (
     clip_grads_with_norm_,
     get_total_norm,
 )
+from .guard import ZScoreClip
 
 __version__: str = _C.__version__
 
 __all__ = [
     "__version__",
+    "ZScoreClip",
     "adaptive_clip_grad_",
     "clip_grad_norm_",
     "clip_grad_value_",

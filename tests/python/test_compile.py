@@ -43,6 +43,11 @@ def cases(device):
         "clip_grad_value_": (ops.clip_grad_value_.default, (tensors(device), 0.5)),
         "_scale_": (ops._scale_.default, (tensors(device), torch.tensor(0.5, device=device))),
         "_clamp_": (ops._clamp_.default, (tensors(device), 0.5)),
+        # A state past its warmup (3 steps: mean 2, var 0.5) that the grads' norm (~5) spikes.
+        "zscore_clip_": (ops.zscore_clip_.default,
+                         (tensors(device), torch.tensor([5.0, 2.0, 0.5, 0.0, 0.0, 0.0, 1.9, 2.1, 2.0],
+                                                        dtype=torch.float64, device=device),
+                          0.97, 2.5, 10.0, 1e-6, 3, "zscore", "adaptive_scaling", 1.0, False, None)),
         "adaptive_clip_grad_": (ops.adaptive_clip_grad_.default,
                                 (agc_params, [torch.randn_like(w) for w in agc_params], 0.5, 1e-3, 2.0)),
         "fused_adam_": (ops.fused_adam_.default,

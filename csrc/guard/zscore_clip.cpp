@@ -1,0 +1,95 @@
+// ZScoreClip: the C++ class over the steadystep::zscore_clip_ op (the math is the op's).
+
+#include <steadystep/clip_grad.h>
+#include <steadystep/guard.h>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cctype>
+
+namespace steadystep {
+
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+}  // namespace
+
+ZScoreClip::ZScoreClip(ZScoreClipOptions options) : options_(std::move(options)) {
+  options_.mode(lower(options_.mode()));  // zclip lower-cases the mode (not clip_option)
+  TORCH_CHECK_VALUE(options_.mode() == "zscore" || options_.mode() == "percentile",
+                    "mode must be either 'zscore' or 'percentile'.");
+  TORCH_CHECK_VALUE(options_.mode() != "zscore" || options_.clip_option() == "mean" ||
+                        options_.clip_option() == "adaptive_scaling",
+                    "For zscore mode, clip_option must be either 'mean' or 'adaptive_scaling'.");
+}
+
+at::Tensor ZScoreClip::clip_(at::TensorList parameters) {
+  return clip_grads_(grads_of(parameters));
+}
+
+at::Tensor ZScoreClip::clip_grads_(at::TensorList grads,
+                                   const std::optional<at::Tensor>& total_norm) {
+  const c10::Device device = total_norm.has_value() ? total_norm->device()
+                             : grads.empty()        ? c10::Device(c10::kCPU)
+                                                    : grads[0].device();
+  if (!state_.defined()) {
+    state_ = zscore_clip_state(options_.warmup_steps(), at::TensorOptions().device(device));
+  } else if (state_.device() != device) {
+    state_ = state_.to(device);  // a loaded checkpoint, once
+  }
+  return zscore_clip_(grads, state_, options_, total_norm);
+}
+
+at::Tensor ZScoreClip::slot(int64_t i) const {
+  TORCH_CHECK(state_.defined(), "ZScoreClip: no step taken yet");
+  return state_.select(0, i);
+}
+
+at::Tensor ZScoreClip::step_count() const {
+  return slot(0);
+}
+at::Tensor ZScoreClip::mean() const {
+  return slot(1);
+}
+at::Tensor ZScoreClip::var() const {
+  return slot(2);
+}
+at::Tensor ZScoreClip::last_norm() const {
+  return slot(3);
+}
+at::Tensor ZScoreClip::last_clip_coef() const {
+  return slot(4);
+}
+at::Tensor ZScoreClip::last_spike() const {
+  return slot(5).to(at::kBool);
+}
+
+void ZScoreClip::save(torch::serialize::OutputArchive& archive) const {
+  archive.write("warmup_steps", c10::IValue(options_.warmup_steps()));
+  if (state_.defined()) {
+    archive.write("state", state_, /*is_buffer=*/true);
+  }
+}
+
+void ZScoreClip::load(torch::serialize::InputArchive& archive) {
+  c10::IValue warmup;
+  archive.read("warmup_steps", warmup);
+  TORCH_CHECK_VALUE(warmup.toInt() == options_.warmup_steps(),
+                    "ZScoreClip: checkpoint has warmup_steps=", warmup.toInt(),
+                    " but this ZScoreClip has ", options_.warmup_steps());
+  at::Tensor state;
+  if (archive.try_read("state", state, /*is_buffer=*/true)) {
+    state_ = state;
+  } else {
+    state_ = at::Tensor();
+  }
+}
+
+}  // namespace steadystep

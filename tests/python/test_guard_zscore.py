@@ -208,3 +208,34 @@ def test_given_norm_and_empty_grads():
     assert clip.last_norm.item() == 2.0 and clip.mean.item() == 2.0 and clip.var.item() == 0.0
     norm = steadystep.ZScoreClip().clip_([])
     assert norm.item() == 0.0
+
+
+def cpp_test_norms(steps=1000):
+    """tests/cpp/test_guard.cpp's norm sequence (fp32), spikes x1e3 at 5, 60, 61, 333, 777."""
+    norms = []
+    for t in range(steps):
+        n = 2.0 * math.exp(0.3 * math.sin(0.7 * t) + 0.1 * math.cos(2.3 * t))
+        if t in (5, 60, 61, 333, 777):
+            n *= 1e3
+        norms.append(torch.tensor(n, dtype=torch.float32))
+    return norms
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()) or "defaults")
+def test_cpp_test_sequence(cfg):
+    """The Python class on the given-norm sequence that the GoogleTest (tests/cpp/test_guard.cpp)
+    runs the C++ class on, against zclip fed the same norms: coefficients and statistics
+    equal to the last bit (both classes are the same op; this pins the Python side of it)."""
+    ours = steadystep.ZScoreClip(**cfg)
+    ref, log = recording_reference(cfg, patch_norm=lambda: ours.last_norm.item())
+    holder = Holder(torch.float32, "cpu")
+    for t, n in enumerate(cpp_test_norms()):
+        holder.set_grads([torch.full(s, 1.5) for s in SHAPES])
+        log.clear()
+        ours.clip_grads_([], total_norm=n)
+        ref.step(holder)
+        if ref.initialized:
+            assert (ours.mean.item(), ours.var.item()) == (ref.mean, ref.var), t
+        if "coef" in log:
+            assert ours.last_clip_coef.item() == log["coef"], t
+            assert bool(ours.last_spike) == (log["threshold"] is not None), t

@@ -27,63 +27,45 @@ Acc nan_max(Acc a, Acc b) {
   return (b > a || std::isnan(b)) ? b : a;
 }
 
+template <NormKind Kind, typename Acc>
+inline Acc accumulate(Acc acc, Acc a, Acc p) {
+  if constexpr (Kind == NormKind::L1) {
+    return acc + a;
+  } else if constexpr (Kind == NormKind::L2) {
+    return acc + a * a;
+  } else if constexpr (Kind == NormKind::Inf) {
+    return nan_max(acc, a);
+  } else {
+    return acc + std::pow(a, p);
+  }
+}
+
 // The norm of x[0..n) (NormKind semantics as torch's vector_norm), accumulated in Acc.
-template <typename T, typename Acc>
-Acc unit_norm(const T* x, int64_t n, NormKind kind, Acc p) {
+template <NormKind Kind, typename T, typename Acc>
+Acc unit_norm(const T* x, int64_t n, Acc p) {
   Acc lanes[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      const Acc a = std::abs(static_cast<Acc>(x[i + l]));
-      switch (kind) {
-        case NormKind::L1:
-          lanes[l] += a;
-          break;
-        case NormKind::L2:
-          lanes[l] += a * a;
-          break;
-        case NormKind::Inf:
-          lanes[l] = nan_max(lanes[l], a);
-          break;
-        case NormKind::P:
-          lanes[l] += std::pow(a, p);
-          break;
-      }
+      lanes[l] = accumulate<Kind, Acc>(lanes[l], std::abs(static_cast<Acc>(x[i + l])), p);
     }
   }
   for (int l = 0; i < n; ++i, ++l) {
-    const Acc a = std::abs(static_cast<Acc>(x[i]));
-    switch (kind) {
-      case NormKind::L1:
-        lanes[l] += a;
-        break;
-      case NormKind::L2:
-        lanes[l] += a * a;
-        break;
-      case NormKind::Inf:
-        lanes[l] = nan_max(lanes[l], a);
-        break;
-      case NormKind::P:
-        lanes[l] += std::pow(a, p);
-        break;
-    }
+    lanes[l] = accumulate<Kind, Acc>(lanes[l], std::abs(static_cast<Acc>(x[i])), p);
   }
   for (int width = kLanes / 2; width > 0; width /= 2) {
     for (int l = 0; l < width; ++l) {
       lanes[l] =
-          kind == NormKind::Inf ? nan_max(lanes[l], lanes[l + width]) : lanes[l] + lanes[l + width];
+          Kind == NormKind::Inf ? nan_max(lanes[l], lanes[l + width]) : lanes[l] + lanes[l + width];
     }
   }
-  switch (kind) {
-    case NormKind::L1:
-    case NormKind::Inf:
-      return lanes[0];
-    case NormKind::L2:
-      return std::sqrt(lanes[0]);
-    case NormKind::P:
-      return std::pow(lanes[0], Acc(1) / p);
+  if constexpr (Kind == NormKind::L2) {
+    return std::sqrt(lanes[0]);
+  } else if constexpr (Kind == NormKind::P) {
+    return std::pow(lanes[0], Acc(1) / p);
+  } else {
+    return lanes[0];
   }
-  return lanes[0];
 }
 
 // clamp(x, min=lo) as torch's clamp_min: nan stays nan.
@@ -96,12 +78,12 @@ Acc clamp_min_keep_nan(Acc x, Acc lo) {
 // torch's kernels compute reduced-precision ops in fp32):
 //   max_norm = clamp(|p|, min=eps) * clip_factor,   keep g where |g| < max_norm,
 //   else g * (max_norm / clamp(|g|, min=1e-6)).
-template <typename T, typename Acc>
-void clip_unit(const T* p, T* g, int64_t n, NormKind kind, Acc norm_p, Acc clip_factor, T eps) {
+template <NormKind Kind, typename T, typename Acc>
+void clip_unit(const T* p, T* g, int64_t n, Acc norm_p, Acc clip_factor, T eps) {
   const auto round = [](Acc v) { return static_cast<Acc>(static_cast<T>(v)); };
-  const Acc p_norm = round(unit_norm<T, Acc>(p, n, kind, norm_p));
+  const Acc p_norm = round(unit_norm<Kind, T, Acc>(p, n, norm_p));
   const Acc max_norm = round(clamp_min_keep_nan(p_norm, static_cast<Acc>(eps)) * clip_factor);
-  const Acc g_norm = round(unit_norm<T, Acc>(g, n, kind, norm_p));
+  const Acc g_norm = round(unit_norm<Kind, T, Acc>(g, n, norm_p));
   if (g_norm < max_norm) {
     return;
   }
@@ -112,8 +94,8 @@ void clip_unit(const T* p, T* g, int64_t n, NormKind kind, Acc norm_p, Acc clip_
   }
 }
 
-template <typename T>
-void clip_tensor(const at::Tensor& param, const at::Tensor& grad, NormKind kind, double norm_type,
+template <NormKind Kind, typename T>
+void clip_tensor(const at::Tensor& param, const at::Tensor& grad, double norm_type,
                  double clip_factor, double eps) {
   using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
   const int64_t units = agc_units(grad);
@@ -130,7 +112,7 @@ void clip_tensor(const at::Tensor& param, const at::Tensor& grad, NormKind kind,
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(len, 1));
   at::parallel_for(0, units, grain, [&](int64_t begin, int64_t end) {
     for (int64_t u = begin; u < end; ++u) {
-      clip_unit<T, Acc>(p + u * len, g + u * len, len, kind, p_acc, factor, eps_t);
+      clip_unit<Kind, T, Acc>(p + u * len, g + u * len, len, p_acc, factor, eps_t);
     }
   });
 }
@@ -145,8 +127,18 @@ void adaptive_clip_grad_cpu(at::TensorList params, at::TensorList grads, double 
     const bool in_place = grads[i].is_contiguous();
     const at::Tensor grad = in_place ? grads[i] : grads[i].contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(
-        at::kHalf, at::kBFloat16, grad.scalar_type(), "adaptive_clip_grad_cpu",
-        [&] { clip_tensor<scalar_t>(param, grad, kind, norm_type, clip_factor, eps); });
+        at::kHalf, at::kBFloat16, grad.scalar_type(), "adaptive_clip_grad_cpu", [&] {
+          switch (kind) {
+            case NormKind::L1:
+              return clip_tensor<NormKind::L1, scalar_t>(param, grad, norm_type, clip_factor, eps);
+            case NormKind::L2:
+              return clip_tensor<NormKind::L2, scalar_t>(param, grad, norm_type, clip_factor, eps);
+            case NormKind::Inf:
+              return clip_tensor<NormKind::Inf, scalar_t>(param, grad, norm_type, clip_factor, eps);
+            case NormKind::P:
+              return clip_tensor<NormKind::P, scalar_t>(param, grad, norm_type, clip_factor, eps);
+          }
+        });
     if (!in_place) {
       grads[i].copy_(grad);
     }

@@ -9,9 +9,10 @@ Two comparisons:
   ~30% from step to step, so (norm - mean) is never a catastrophic cancellation), hence rtol
   1e-5 for fp32 (1e-12 for fp64). Spike decisions must agree exactly.
 - The reference fed with our norm (its _compute_grad_norm patched): that isolates the
-  algorithm, which is fp64 arithmetic on both sides in the same order of operations, so the EMA
-  statistics agree to the last fp64 bits (the warmup buffer's sum may be added in another
-  order: 1e-14) and the clipped gradients after warmup are bitwise equal.
+  algorithm, which is fp64 arithmetic on both sides in the same order of operations (the
+  warmup sums as left folds, `var ** 0.5` as C's pow), so the EMA statistics agree to the last
+  fp64 bit (asserted to 1e-14, which also allows Python >= 3.12, whose sum() of floats is
+  compensated) and the clipped gradients after warmup are bitwise equal.
 """
 
 import copy

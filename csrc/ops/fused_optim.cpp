@@ -3,6 +3,7 @@
 // FusedSGD, Python steadystep.optim) call these through the dispatcher.
 
 #include "checks.h"
+#include "guard/policy.h"
 #include "ops/grouping.h"
 #include "ops/optim_checks.h"
 #include "ops/optim_params.h"
@@ -14,7 +15,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace steadystep {
@@ -37,11 +40,24 @@ struct StepGuard {
   at::Tensor skip;        // fp32 1/0 (undefined: never skip)
 };
 
+// The guard's inputs: a gradient guard's policies (NOTE [Guard policies]) and where to write
+// the step's decisions.
+struct GuardArgs {
+  at::TensorList states;
+  const std::vector<std::string>& kinds;
+  c10::ArrayRef<double> args;
+  const std::optional<at::Tensor>& decisions;
+};
+
 StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, double norm_type,
                      bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
                      const std::optional<at::Tensor>& found_inf,
-                     const std::optional<at::Tensor>& grads_norm) {
+                     const std::optional<at::Tensor>& grads_norm, const GuardArgs& policies) {
   StepGuard guard;
+  const bool guarded = !policies.kinds.empty();
+  if (guarded) {
+    guard::check_guard("fused step", policies.states, policies.kinds, policies.args);
+  }
   const at::ScalarType acc_dtype = accumulate_dtype(grads);
   at::Tensor inv_scale;
   if (grad_scale.has_value() && grad_scale->defined()) {
@@ -51,7 +67,7 @@ StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, 
     inv_scale = at::reciprocal(grad_scale->reshape({}).to(at::kDouble)).to(at::kFloat);
     inv_scale = inv_scale.to(acc_dtype);
   }
-  if (max_grad_norm || skip_nonfinite) {
+  if (max_grad_norm || skip_nonfinite || guarded) {
     if (grads_norm.has_value() && grads_norm->defined()) {
       TORCH_CHECK(grads_norm->numel() == 1, "grads_norm must hold one value, got ",
                   grads_norm->sizes());
@@ -63,16 +79,6 @@ StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, 
       guard.norm = guard.norm * inv_scale.to(guard.norm.device());
     }
   }
-  if (max_grad_norm) {
-    guard.multiplier = clip_coefficient(*max_grad_norm, guard.norm);
-  }
-  if (inv_scale.defined()) {
-    const auto device = guard.multiplier.defined() ? guard.multiplier.device()
-                        : grads.empty()            ? inv_scale.device()
-                                                   : grads[0].device();
-    guard.multiplier =
-        guard.multiplier.defined() ? guard.multiplier * inv_scale.to(device) : inv_scale.to(device);
-  }
   if (skip_nonfinite) {
     guard.skip = nonfinite(guard.norm).to(at::kFloat);  // Meta too (total_norm.h)
   }
@@ -80,6 +86,44 @@ StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, 
     TORCH_CHECK(found_inf->numel() == 1, "found_inf must hold one value, got ", found_inf->sizes());
     at::Tensor inf = at::ne(found_inf->reshape({}), 0).to(at::kFloat);
     guard.skip = guard.skip.defined() ? at::maximum(guard.skip, inf.to(guard.skip.device())) : inf;
+  }
+  // The policies decide after the non-finite guard: a step it skips changes no policy state.
+  at::Tensor clip;  // the clip coefficient (undefined: 1)
+  if (max_grad_norm) {
+    clip = clip_coefficient(*max_grad_norm, guard.norm);
+  }
+  if (guarded) {
+    const guard::Decision decision =
+        guard::guard_step(guard.norm, guard.norm, policies.states, policies.kinds, policies.args,
+                          guard.skip.defined() ? at::ne(guard.skip, 0) : at::Tensor());
+    if (decision.coef.defined()) {
+      TORCH_CHECK_VALUE(!max_grad_norm, "a guard with a clip policy (ZScoreClip, PercentileClip) ",
+                        "clips by itself: max_grad_norm must be None");
+      clip = decision.coef.to(acc_dtype).to(guard.norm.device());
+    }
+    if (decision.skip.defined()) {
+      guard.skip = decision.skip.to(at::kFloat);
+    }
+  }
+  guard.multiplier = clip;
+  if (inv_scale.defined()) {
+    const auto device = clip.defined()  ? clip.device()
+                        : grads.empty() ? inv_scale.device()
+                                        : grads[0].device();
+    guard.multiplier = clip.defined() ? clip * inv_scale.to(device) : inv_scale.to(device);
+  }
+  if (policies.decisions.has_value() && policies.decisions->defined()) {
+    const at::Tensor& out = *policies.decisions;
+    TORCH_CHECK(out.numel() == 3 && out.scalar_type() == at::kFloat,
+                "decisions must be a float32 tensor of 3 elements, got ", out.scalar_type(), " ",
+                out.sizes());
+    const auto value = [&](const at::Tensor& t, double otherwise) {
+      return t.defined() ? t.to(out.device(), at::kFloat).reshape({1})
+                         : at::full({1}, otherwise, out.options());
+    };
+    out.copy_(at::cat({value(guard.norm, std::numeric_limits<double>::quiet_NaN()),
+                       value(clip, 1.0), value(guard.skip, 0.0)})
+                  .view(out.sizes()));
   }
   return guard;
 }
@@ -171,7 +215,9 @@ at::Tensor fused_adam_composite(
     const c10::List<bool>& decoupled_list, std::optional<double> max_grad_norm, double norm_type,
     bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps,
-    const std::optional<at::Tensor>& grads_norm) {
+    const std::optional<at::Tensor>& grads_norm, at::TensorList guard_states,
+    const std::vector<std::string>& guards, c10::ArrayRef<double> guard_args,
+    const std::optional<at::Tensor>& decisions) {
   const std::vector<bool> amsgrad = amsgrad_list.vec(), maximize = maximize_list.vec(),
                           decoupled_weight_decay = decoupled_list.vec();
   check_groups(params, group_sizes,
@@ -196,8 +242,9 @@ at::Tensor fused_adam_composite(
                       at::TensorList, at::TensorList, double, double, double, double, double, bool,
                       bool, bool, const std::optional<at::Tensor>&,
                       const std::optional<at::Tensor>&)>();
-  const StepGuard guard = guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale,
-                                     found_inf, grads_norm);
+  const StepGuard guard =
+      guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale, found_inf, grads_norm,
+                 {guard_states, guards, guard_args, decisions});
   for_each_group(params, steps, group_sizes, guard,
                  [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device) {
                    kernel.call(pick(params, idx), pick(grads, idx), pick(exp_avgs, idx),
@@ -218,7 +265,9 @@ at::Tensor fused_sgd_composite(
     const c10::List<bool>& maximize_list, std::optional<double> max_grad_norm, double norm_type,
     bool skip_nonfinite, const std::optional<at::Tensor>& grad_scale,
     const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps,
-    const std::optional<at::Tensor>& grads_norm) {
+    const std::optional<at::Tensor>& grads_norm, at::TensorList guard_states,
+    const std::vector<std::string>& guards, c10::ArrayRef<double> guard_args,
+    const std::optional<at::Tensor>& decisions) {
   const std::vector<bool> nesterov = nesterov_list.vec(), maximize = maximize_list.vec();
   check_groups(params, group_sizes,
                {lr.size(), momentum.size(), dampening.size(), weight_decay.size(), nesterov.size(),
@@ -240,8 +289,9 @@ at::Tensor fused_sgd_composite(
           .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, double,
                       double, double, double, bool, bool, const std::optional<at::Tensor>&,
                       const std::optional<at::Tensor>&)>();
-  const StepGuard guard = guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale,
-                                     found_inf, grads_norm);
+  const StepGuard guard =
+      guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale, found_inf, grads_norm,
+                 {guard_states, guards, guard_args, decisions});
   for_each_group(
       params, steps, group_sizes, guard,
       [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device) {

@@ -51,6 +51,13 @@ TORCH_LIBRARY(steadystep, m) {
       "zscore_clip_(Tensor(a!)[] grads, Tensor(b!) state, float alpha, float z_thresh, "
       "float? max_grad_norm, float eps, int warmup_steps, str mode, str clip_option, "
       "float clip_factor, bool skip_update_on_spike, Tensor? total_norm=None) -> Tensor");
+  // AutoClip's global quantile clipping (PercentileClip, autoclip 0.2.1 QuantileClip with
+  // global_threshold=True): clip `grads` (in place) to the `quantile` of the last
+  // `history_length` norms kept in `state` (a ring buffer on the device), then record this
+  // step's norm. Returns the norm as clip_grad_norm_ does.
+  m.def(
+      "percentile_clip_(Tensor(a!)[] grads, Tensor(b!) state, float quantile, int history_length, "
+      "Tensor? total_norm=None) -> Tensor");
 
   // One fused optimizer step over all param groups (lists flattened, `group_sizes` tensors
   // per group, one hyper-parameter value per group): the global gradient norm (over all
@@ -61,19 +68,26 @@ TORCH_LIBRARY(steadystep, m) {
   // grads_norm, when given, is the norm of `grads` as passed (before unscaling) computed by the
   // caller, e.g. over all ranks with get_total_norm_sharded: the op then takes no norm of its
   // own, and the clip coefficient and the skip decision are the same wherever that norm is.
+  // guard_states / guards / guard_args: a gradient guard's policies (NOTE [Guard policies] in
+  // csrc/guard/policy.h), decided on the unscaled norm after the non-finite guard; their states
+  // are updated in place. decisions, when given: fp32[3] set to [norm, clip coefficient,
+  // skipped] of this step, for logging without a sync.
   m.def(
       "fused_adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] steps, "
       "int[] group_sizes, float[] lr, float[] beta1, float[] beta2, float[] eps, "
       "float[] weight_decay, bool[] amsgrad, bool[] maximize, bool[] decoupled_weight_decay, "
       "float? max_grad_norm, float norm_type, bool skip_nonfinite, Tensor? grad_scale, "
-      "Tensor? found_inf, Tensor(f!) skipped_steps, Tensor? grads_norm=None) -> Tensor");
+      "Tensor? found_inf, Tensor(f!) skipped_steps, Tensor? grads_norm, "
+      "Tensor(g!)[] guard_states, str[] guards, float[] guard_args, Tensor(h!)? decisions) -> "
+      "Tensor");
   m.def(
       "fused_sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
       "Tensor(c!)[] steps, int[] group_sizes, float[] lr, float[] momentum, float[] dampening, "
       "float[] weight_decay, bool[] nesterov, bool[] maximize, float? max_grad_norm, "
       "float norm_type, bool skip_nonfinite, Tensor? grad_scale, Tensor? found_inf, "
-      "Tensor(d!) skipped_steps, Tensor? grads_norm=None) -> Tensor");
+      "Tensor(d!) skipped_steps, Tensor? grads_norm, Tensor(e!)[] guard_states, str[] guards, "
+      "float[] guard_args, Tensor(f!)? decisions) -> Tensor");
   // Backend kernels of one param group on one device; steps already advanced for this step.
   // grad_multiplier scales the gradients (clip coefficient / grad scale); a nonzero skip
   // leaves everything untouched.

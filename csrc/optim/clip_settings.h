@@ -6,11 +6,15 @@
 // defaults; a group's copy of them that differs would be silently ignored, so it is refused
 // instead.
 
+#include <steadystep/guard.h>
+
 #include <torch/optim/optimizer.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace steadystep {
 
@@ -19,12 +23,13 @@ struct ClipSettings {
   double norm_type;
   bool skip_nonfinite;
   c10::intrusive_ptr<c10d::ProcessGroup> process_group;
+  std::vector<std::shared_ptr<GradientGuard>> guard;
 };
 
 template <typename Options>
 ClipSettings clip_settings(const Options& options) {
   return {options.max_grad_norm(), options.norm_type(), options.skip_nonfinite(),
-          options.process_group()};
+          options.process_group(), options.guard()};
 }
 
 /// The norm of `grads` over the ranks of `settings.process_group`, when one is set and clipping

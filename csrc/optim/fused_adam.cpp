@@ -151,18 +151,23 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
                             c10::ArrayRef<double>, const c10::List<bool>&, const c10::List<bool>&,
                             const c10::List<bool>&, std::optional<double>, double, bool,
                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                            at::Tensor&, const std::optional<at::Tensor>&)>();
-  at::Tensor norm =
-      op.call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes, lr, beta1, beta2,
-              eps, weight_decay, amsgrad, maximize, decoupled, wide.max_grad_norm(),
-              wide.norm_type(), wide.skip_nonfinite(), std::nullopt, std::nullopt,
-              skipped_counter(params[0].device()), grads_norm);
+                            at::Tensor&, const std::optional<at::Tensor>&, at::TensorList,
+                            const std::vector<std::string>&, c10::ArrayRef<double>,
+                            const std::optional<at::Tensor>&)>();
+  const c10::Device device = params[0].device();
+  const GuardCall guard = prepare_guard(wide.guard(), params, device);
+  at::Tensor norm = op.call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes, lr,
+                            beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled,
+                            wide.max_grad_norm(), wide.norm_type(), wide.skip_nonfinite(),
+                            std::nullopt, std::nullopt, skipped_counter(device), grads_norm,
+                            guard.states, guard.kinds, guard.args, decisions(device));
   record_norm(norm);
   return loss;
 }
 
 void FusedAdam::save(torch::serialize::OutputArchive& archive) const {
   save_skipped_steps(archive);
+  save_guard(archive, static_cast<const FusedAdamOptions&>(defaults()).guard());
   archive::write(archive, *this, [](const torch::optim::OptimizerParamState&) { return true; });
 }
 
@@ -183,6 +188,7 @@ void FusedAdam::load(torch::serialize::InputArchive& archive) {
           s.max_exp_avg_sq(archive::like_param(s.max_exp_avg_sq(), p, "max_exp_avg_sq"));
         }
       });
+  load_guard(archive, static_cast<const FusedAdamOptions&>(defaults()).guard(), "FusedAdam");
   restore_skipped_steps(skipped);
 }
 

@@ -57,6 +57,70 @@ void FusedOptimizer::restore_skipped_steps(std::optional<int64_t> count) {
       torch::full({}, count.value_or(0), torch::TensorOptions().dtype(torch::kLong).device(device));
 }
 
+torch::Tensor FusedOptimizer::last_clip_coef() const {
+  return decisions_.defined() ? decisions_.select(0, 1) : torch::Tensor();
+}
+
+torch::Tensor FusedOptimizer::last_skipped() const {
+  return decisions_.defined() ? decisions_.select(0, 2).ne(0) : torch::Tensor();
+}
+
+torch::Tensor& FusedOptimizer::decisions(const c10::Device& device) {
+  if (!decisions_.defined() || decisions_.device() != device) {
+    decisions_ = torch::zeros({3}, torch::TensorOptions().dtype(torch::kFloat).device(device));
+  }
+  return decisions_;
+}
+
+FusedOptimizer::GuardCall FusedOptimizer::prepare_guard(
+    const std::vector<std::shared_ptr<GradientGuard>>& guard,
+    const std::vector<torch::Tensor>& params, const c10::Device& device) {
+  GuardCall call;
+  for (const auto& policy : guard) {
+    TORCH_CHECK_VALUE(policy, "guard: a policy is null");
+    if (const auto* agc = dynamic_cast<const AdaptiveGradClip*>(policy.get())) {
+      // AGC clips each unit against its weight: it needs the params, so it runs here, once,
+      // on the gradients the step then reads.
+      adaptive_clip_grad_(params, agc->options().clip_factor(), agc->options().eps(),
+                          agc->options().norm_type());
+      continue;
+    }
+    call.states.push_back(policy->state_on(device));
+    call.kinds.push_back(policy->kind());
+    for (double a : policy->args()) {
+      call.args.push_back(a);
+    }
+  }
+  return call;
+}
+
+void FusedOptimizer::save_guard(torch::serialize::OutputArchive& archive,
+                                const std::vector<std::shared_ptr<GradientGuard>>& guard) {
+  archive.write("guard_size", c10::IValue(static_cast<int64_t>(guard.size())));
+  for (size_t i = 0; i < guard.size(); ++i) {
+    torch::serialize::OutputArchive policy(archive.compilation_unit());
+    guard[i]->save(policy);
+    archive.write("guard/" + std::to_string(i), policy);
+  }
+}
+
+void FusedOptimizer::load_guard(torch::serialize::InputArchive& archive,
+                                const std::vector<std::shared_ptr<GradientGuard>>& guard,
+                                const std::string& who) {
+  c10::IValue size;
+  if (!archive.try_read("guard_size", size)) {
+    return;  // an archive without a guard (LibTorch's, or an unguarded one): states stay
+  }
+  TORCH_CHECK_VALUE(size.toInt() == static_cast<int64_t>(guard.size()), who,
+                    "::load: the archive holds a guard of ", size.toInt(),
+                    " policies, this optimizer's has ", guard.size());
+  for (size_t i = 0; i < guard.size(); ++i) {
+    torch::serialize::InputArchive policy;
+    archive.read("guard/" + std::to_string(i), policy);
+    guard[i]->load(policy);
+  }
+}
+
 namespace {
 
 std::string show(const c10::intrusive_ptr<c10d::ProcessGroup>& group) {
@@ -103,7 +167,8 @@ c10::intrusive_ptr<c10d::ProcessGroup> FusedSGDOptions::process_group() const {
 
 std::optional<at::Tensor> global_grads_norm(const std::vector<at::Tensor>& grads,
                                             const ClipSettings& settings) {
-  if (!settings.process_group || (!settings.max_grad_norm && !settings.skip_nonfinite)) {
+  if (!settings.process_group ||
+      (!settings.max_grad_norm && !settings.skip_nonfinite && settings.guard.empty())) {
     return std::nullopt;
   }
   return get_total_norm(grads, settings.norm_type, /*error_if_nonfinite=*/false,
@@ -122,6 +187,8 @@ void check_group_clip(const std::string& who, size_t group, const ClipSettings& 
   } else if (in_group.skip_nonfinite != optimizer_wide.skip_nonfinite) {
     differs << "skip_nonfinite " << std::boolalpha << in_group.skip_nonfinite
             << " where the optimizer's is " << optimizer_wide.skip_nonfinite;
+  } else if (in_group.guard != optimizer_wide.guard) {
+    differs << "another guard than the optimizer's";
   } else if (in_group.process_group.get() != optimizer_wide.process_group.get()) {
     differs << "process_group " << show(in_group.process_group) << " where the optimizer's is "
             << show(optimizer_wide.process_group);
@@ -130,7 +197,7 @@ void check_group_clip(const std::string& who, size_t group, const ClipSettings& 
   }
   TORCH_CHECK_VALUE(
       false, who, ": param group ", group, " sets ", differs.str(),
-      ". max_grad_norm, norm_type, skip_nonfinite and process_group clip and "
+      ". max_grad_norm, norm_type, skip_nonfinite, guard and process_group clip and "
       "guard all param groups together: set them in the options the optimizer is constructed with, "
       "and give every group the same values (per-group clipping is not supported)");
 }

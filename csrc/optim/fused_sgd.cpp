@@ -127,17 +127,23 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
                             c10::ArrayRef<double>, c10::ArrayRef<double>, const c10::List<bool>&,
                             const c10::List<bool>&, std::optional<double>, double, bool,
                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                            at::Tensor&, const std::optional<at::Tensor>&)>();
+                            at::Tensor&, const std::optional<at::Tensor>&, at::TensorList,
+                            const std::vector<std::string>&, c10::ArrayRef<double>,
+                            const std::optional<at::Tensor>&)>();
+  const c10::Device device = params[0].device();
+  const GuardCall guard = prepare_guard(wide.guard(), params, device);
   at::Tensor norm =
       op.call(params, grads, buffers, steps, sizes, lr, momentum, dampening, weight_decay, nesterov,
               maximize, wide.max_grad_norm(), wide.norm_type(), wide.skip_nonfinite(), std::nullopt,
-              std::nullopt, skipped_counter(params[0].device()), grads_norm);
+              std::nullopt, skipped_counter(device), grads_norm, guard.states, guard.kinds,
+              guard.args, decisions(device));
   record_norm(norm);
   return loss;
 }
 
 void FusedSGD::save(torch::serialize::OutputArchive& archive) const {
   save_skipped_steps(archive);
+  save_guard(archive, static_cast<const FusedSGDOptions&>(defaults()).guard());
   // A state is worth keeping once its buffer holds a gradient (step >= 1): without one, the
   // next step starts the buffer afresh either way, and LibTorch's SGD would step a state
   // without a buffer into an undefined tensor.
@@ -164,6 +170,7 @@ void FusedSGD::load(torch::serialize::InputArchive& archive) {
           s.step().zero_();
         }
       });
+  load_guard(archive, static_cast<const FusedSGDOptions&>(defaults()).guard(), "FusedSGD");
   restore_skipped_steps(skipped);
 }
 

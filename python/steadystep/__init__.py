@@ -16,12 +16,15 @@ from .clip_grad import (
     clip_grads_with_norm_,
     get_total_norm,
 )
-from .guard import ZScoreClip
+from .guard import AdaptiveGradClip, PercentileClip, SpikeSkip, ZScoreClip
 
 __version__: str = _C.__version__
 
 __all__ = [
     "__version__",
+    "AdaptiveGradClip",
+    "PercentileClip",
+    "SpikeSkip",
     "ZScoreClip",
     "adaptive_clip_grad_",
     "clip_grad_norm_",

@@ -40,6 +40,7 @@ from torch.optim.sgd import sgd as _torch_sgd
 
 from . import _C
 from ._distributed import global_norm, is_dtensor
+from .guard import _Guard
 from ._distributed import local as _local  # a DTensor's shard on this rank; the kernels update it in place
 
 __all__ = ["FusedAdam", "FusedAdamW", "FusedSGD"]
@@ -48,8 +49,9 @@ __all__ = ["FusedAdam", "FusedAdamW", "FusedSGD"]
 # optimizer keeps.
 _FUSED_ATTRS = (
     "max_grad_norm", "norm_type", "skip_nonfinite", "write_back_grads", "last_grad_norm", "_skipped_steps",
-    "_step_supports_amp_scaling",
+    "_step_supports_amp_scaling", "guard", "_decisions",
 )
+_STATE_DICT_GUARD = "guard"  # top-level state_dict key: the guard policies' state_dicts, in order
 _STATE_DICT_SKIPPED = "skipped_steps"  # top-level state_dict key; torch's load_state_dict ignores it
 
 
@@ -133,6 +135,28 @@ class _FusedOptimizer(Optimizer):
         _C.check_clip_settings(None if max_grad_norm is None else float(max_grad_norm), float(norm_type))
 
     @staticmethod
+    def _check_guard(guard: Any, max_grad_norm: float | None, differentiable: bool) -> tuple:
+        """The guard as a tuple of policies, checked before Optimizer.__init__."""
+        if guard is None:
+            return ()
+        policies = tuple(guard) if isinstance(guard, (list, tuple)) else (guard,)
+        for policy in policies:
+            if not isinstance(policy, _Guard):
+                raise TypeError(f"guard must be a steadystep guard policy (ZScoreClip, PercentileClip, SpikeSkip, "
+                                f"AdaptiveGradClip) or a list of them, got {type(policy).__name__}")
+        if len(set(map(id, policies))) != len(policies):
+            raise ValueError("guard: the same policy object appears twice")
+        clips = [p for p in policies if p._ROLE == "clip"]
+        if len(clips) > 1:
+            raise ValueError(f"guard: at most one clip policy, got {len(clips)}")
+        if clips and max_grad_norm is not None:
+            raise ValueError(f"guard: {type(clips[0]).__name__} clips by itself; max_grad_norm must be None "
+                             "(ZScoreClip has its own max_grad_norm)")
+        if policies and differentiable:
+            raise ValueError("guard is not supported with differentiable=True")
+        return policies
+
+    @staticmethod
     def _check_process_group(process_group: Any, differentiable: bool) -> None:
         if process_group is None:
             return
@@ -152,7 +176,7 @@ class _FusedOptimizer(Optimizer):
                 raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     def _init_fused(self, max_grad_norm: float | None, norm_type: float, skip_nonfinite: bool,
-                    write_back_grads: bool, process_group: Any = None) -> None:
+                    write_back_grads: bool, process_group: Any = None, guard: tuple = ()) -> None:
         # Not in state_dict and not pickled (a ProcessGroup is a live handle): see __getstate__.
         self.process_group = process_group
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
@@ -161,6 +185,8 @@ class _FusedOptimizer(Optimizer):
         self.write_back_grads = write_back_grads
         self.last_grad_norm: Tensor | None = None
         self._skipped_steps: Tensor | None = None
+        self.guard = guard
+        self._decisions: Tensor | None = None  # fp32 [norm, clip coefficient, skipped], by the op
         # GradScaler.step() sets self.grad_scale / self.found_inf and lets the step unscale.
         self._step_supports_amp_scaling = True
 
@@ -194,7 +220,7 @@ class _FusedOptimizer(Optimizer):
         for name, value in (("process_group", None), ("max_grad_norm", None), ("norm_type", 2.0),
                             ("skip_nonfinite", True),
                             ("write_back_grads", False), ("last_grad_norm", None), ("_skipped_steps", None),
-                            ("_step_supports_amp_scaling", True)):
+                            ("_step_supports_amp_scaling", True), ("guard", ()), ("_decisions", None)):
             self.__dict__.setdefault(name, value)
         for group in self.param_groups:
             for key, value in self._GROUP_DEFAULTS.items():
@@ -209,13 +235,21 @@ class _FusedOptimizer(Optimizer):
         key that torch's optimizers ignore when they load it."""
         state_dict = super().state_dict()
         state_dict[_STATE_DICT_SKIPPED] = self.skipped_steps
+        if self.guard:
+            state_dict[_STATE_DICT_GUARD] = [policy.state_dict() for policy in self.guard]
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's load_state_dict; also restores ``skipped_steps`` when the dict has it (a dict
         from torch's optimizers, without it, leaves the counter as it is)."""
         skipped = state_dict.get(_STATE_DICT_SKIPPED)
+        guard = state_dict.get(_STATE_DICT_GUARD)
+        if guard is not None and len(guard) != len(self.guard):
+            raise ValueError(f"loaded state dict holds a guard of {len(guard)} policies, this optimizer's has "
+                             f"{len(self.guard)}")
         super().load_state_dict(state_dict)
+        for policy, saved in zip(self.guard, guard or ()):
+            policy.load_state_dict(saved)
         if skipped is not None:
             device = self._skipped_steps.device if self._skipped_steps is not None else None
             self._skipped_steps = torch.as_tensor(skipped).to(device=device, dtype=torch.int64).clone()
@@ -256,7 +290,7 @@ class _FusedOptimizer(Optimizer):
         """The global norm of `grads` (as the user holds them: DTensors or plain tensors) over
         all ranks, when the step clips or guards and the gradients are sharded (a DTensor or a
         process_group); None otherwise: the op's own norm pass (the local path) is the norm."""
-        if self.max_grad_norm is None and not self.skip_nonfinite:
+        if self.max_grad_norm is None and not self.skip_nonfinite and not self.guard:
             return None
         if self.process_group is None and not _any_dtensor(grads):
             return None
@@ -276,10 +310,41 @@ class _FusedOptimizer(Optimizer):
 
     @property
     def skipped_steps(self) -> Tensor:
-        """Steps skipped because of non-finite gradients (an int64 device tensor, no sync)."""
+        """Steps skipped (non-finite gradients, GradScaler's found_inf, a skip policy of the guard):
+        an int64 device tensor, no sync."""
         if self._skipped_steps is None:
             return torch.zeros((), dtype=torch.int64)
         return self._skipped_steps
+
+    @property
+    def last_clip_coef(self) -> Tensor | None:
+        """The last step's factor on the (unscaled) gradients: max_grad_norm's or the guard's clip
+        coefficient, 1 when not clipped (0-dim fp32 device tensor; None before the first step)."""
+        return None if self._decisions is None else self._decisions[1]
+
+    @property
+    def last_skipped(self) -> Tensor | None:
+        """Whether the last step was skipped (0-dim bool device tensor; None before the first
+        step)."""
+        return None if self._decisions is None else self._decisions[2] != 0
+
+    def _guard_args(self, params: list[Tensor], grads: list[Tensor], device: torch.device) -> tuple[list, list, list, Tensor]:
+        """The op's guard_states, guards, guard_args and decisions; AdaptiveGradClip policies are
+        applied here, to the gradients the op reads (it needs the params)."""
+        states, kinds, args = [], [], []
+        for policy in self.guard:
+            if policy._ROLE == "agc":
+                if getattr(self, "grad_scale", None) is not None:
+                    raise ValueError("guard: AdaptiveGradClip cannot clip gradients still scaled by a GradScaler; "
+                                     "call scaler.unscale_(optimizer) before scaler.step(optimizer)")
+                torch.ops.steadystep.adaptive_clip_grad_([p.detach() for p in params], grads, *policy._args())
+                continue
+            states.append(policy._state_on(device))
+            kinds.append(policy._KIND)
+            args.extend(float(a) for a in policy._args())
+        if self._decisions is None or self._decisions.device != device:
+            self._decisions = torch.zeros(3, dtype=torch.float32, device=device)
+        return states, kinds, args, self._decisions
 
     def _step_state(self, p: Tensor, state: dict) -> Tensor:
         # torch keeps `step` as a CPU tensor in its non-fused optimizers; ours lives beside the
@@ -341,7 +406,9 @@ class _FusedOptimizer(Optimizer):
         factors = []
         if grad_scale is not None:
             factors.append(grad_scale.double().reciprocal().float())
-        if self.max_grad_norm is not None and norm is not None:
+        if self.guard and self._decisions is not None:
+            factors.append(self._decisions[1])
+        elif self.max_grad_norm is not None and norm is not None:
             factors.append(torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0))
         for factor in factors:
             for g in grads:
@@ -437,6 +504,14 @@ class FusedAdam(_FusedOptimizer):
             the same on every rank; the guard (``skip_nonfinite=True``) is global either way.
             Not in ``state_dict`` and not pickled (an unpickled optimizer has None); ``deepcopy``
             shares it. Not supported with ``differentiable=True`` (nor are DTensor params).
+        guard (optional): a gradient-guard policy of :mod:`steadystep.guard` or a list of them:
+            at most one clip policy (:class:`~steadystep.ZScoreClip`,
+            :class:`~steadystep.PercentileClip`; then ``max_grad_norm`` must be None), any skip
+            policies (:class:`~steadystep.SpikeSkip`), :class:`~steadystep.AdaptiveGradClip`.
+            Decided inside the step on the device, after the non-finite guard (a skipped step
+            changes no policy state); a step a skip policy vetoes is skipped as a non-finite one
+            is. The policies' states are in ``state_dict()["guard"]``;
+            :attr:`last_clip_coef` and :attr:`last_skipped` log the decisions without a sync.
     """
 
     _GROUP_DEFAULTS = dict(amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
@@ -462,6 +537,7 @@ class FusedAdam(_FusedOptimizer):
         skip_nonfinite: bool = True,
         write_back_grads: bool = False,
         process_group: Any = None,
+        guard: Any = None,
     ) -> None:
         # torch.optim.Adam's checks, in its order and with its exception types.
         if isinstance(lr, Tensor):
@@ -482,6 +558,7 @@ class FusedAdam(_FusedOptimizer):
                 if betas[i].numel() != 1:
                     raise ValueError(f"Tensor betas[{i}] must be 1-element")
         self._check_fused_args(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
+        guard = self._check_guard(guard, max_grad_norm, differentiable)
         self._check_process_group(process_group, differentiable)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
@@ -490,7 +567,7 @@ class FusedAdam(_FusedOptimizer):
         )
         super().__init__(params, defaults)
         self._check_impl_flags(foreach, differentiable, fused)
-        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group)
+        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group, guard)
 
     def _gather(self, group: dict[str, Any]) -> list[tuple[Tensor, dict]]:
         name = type(self).__name__
@@ -545,8 +622,8 @@ class FusedAdam(_FusedOptimizer):
             return
         self._check_write_back(user_grads)
         grads_norm = self._grads_norm(norm_grads)
-        extra = {} if grads_norm is None else {"grads_norm": grads_norm}
         grad_scale, found_inf, skipped = self._controls(params[0].device)
+        guard = self._guard_args(params, grads, params[0].device)
         groups = self.param_groups
         norm = torch.ops.steadystep.fused_adam_(
             params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes,
@@ -554,7 +631,8 @@ class FusedAdam(_FusedOptimizer):
             [float(g["betas"][1]) for g in groups], [float(g["eps"]) for g in groups],
             [float(g["weight_decay"]) for g in groups], [bool(g["amsgrad"]) for g in groups],
             [bool(g["maximize"]) for g in groups], [bool(g["decoupled_weight_decay"]) for g in groups],
-            self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped, **extra,
+            self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped, grads_norm,
+            *guard,
         )
         self._finish(norm, user_grads, copies)
 
@@ -603,12 +681,13 @@ class FusedAdamW(FusedAdam):
         skip_nonfinite: bool = True,
         write_back_grads: bool = False,
         process_group: Any = None,
+        guard: Any = None,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
             max_grad_norm=max_grad_norm, norm_type=norm_type, skip_nonfinite=skip_nonfinite,
-            write_back_grads=write_back_grads, process_group=process_group,
+            write_back_grads=write_back_grads, process_group=process_group, guard=guard,
         )
 
     def _fix_group(self, group: dict[str, Any]) -> None:
@@ -653,6 +732,7 @@ class FusedSGD(_FusedOptimizer):
         skip_nonfinite: bool = True,
         write_back_grads: bool = False,
         process_group: Any = None,
+        guard: Any = None,
     ) -> None:
         # torch.optim.SGD's checks, in its order and with its exception types.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -662,6 +742,7 @@ class FusedSGD(_FusedOptimizer):
         _probe_number("dampening", dampening)
         _C.check_sgd(float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov))
         self._check_fused_args(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
+        guard = self._check_guard(guard, max_grad_norm, differentiable)
         self._check_process_group(process_group, differentiable)
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
@@ -669,7 +750,7 @@ class FusedSGD(_FusedOptimizer):
         )
         super().__init__(params, defaults)
         self._check_impl_flags(foreach, differentiable, fused)
-        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group)
+        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group, guard)
 
     def _sgd_step_state(self, p: Tensor, state: dict, momentum: float) -> Tensor:
         if "step" not in state:
@@ -722,15 +803,16 @@ class FusedSGD(_FusedOptimizer):
             return
         self._check_write_back(user_grads)
         grads_norm = self._grads_norm(norm_grads)
-        extra = {} if grads_norm is None else {"grads_norm": grads_norm}
         grad_scale, found_inf, skipped = self._controls(params[0].device)
+        guard = self._guard_args(params, grads, params[0].device)
         groups = self.param_groups
         norm = torch.ops.steadystep.fused_sgd_(
             params, grads, buffers, steps, sizes,
             [float(g["lr"]) for g in groups], [float(g["momentum"]) for g in groups],
             [float(g["dampening"]) for g in groups], [float(g["weight_decay"]) for g in groups],
             [bool(g["nesterov"]) for g in groups], [bool(g["maximize"]) for g in groups],
-            self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped, **extra,
+            self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped, grads_norm,
+            *guard,
         )
         self._finish(norm, user_grads, copies)
 

@@ -196,7 +196,7 @@ def test_options_checked_as_zclip():
     with pytest.raises(ValueError, match="mode must be either"):
         torch.ops.steadystep.zscore_clip_([torch.ones(3)], torch.zeros(7, dtype=torch.float64), 0.97, 2.5,
                                           None, 1e-6, 1, "x", "mean", 1.0, False)
-    with pytest.raises(RuntimeError, match="state must be a 1-D float64 tensor of 31 elements"):
+    with pytest.raises(ValueError, match="must be a 1-D float64 tensor of 31 elements"):
         torch.ops.steadystep.zscore_clip_([torch.ones(3)], torch.zeros(7, dtype=torch.float64), 0.97, 2.5,
                                           None, 1e-6, 25, "zscore", "mean", 1.0, False)
 

@@ -1,11 +1,14 @@
 #pragma once
 
+#include <steadystep/guard.h>
+
 #include <c10/util/intrusive_ptr.h>
 #include <torch/arg.h>
 #include <torch/optim/optimizer.h>
 #include <torch/optim/serialize.h>
 #include <torch/serialize/archive.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -44,6 +47,11 @@ struct FusedAdamOptions : public torch::optim::OptimizerCloneableOptions<FusedAd
   TORCH_ARG(std::optional<double>, max_grad_norm) = std::nullopt;
   TORCH_ARG(double, norm_type) = 2.0;
   TORCH_ARG(bool, skip_nonfinite) = true;
+  /// Gradient guard policies (optimizer-wide, like the clipping settings): at most one clip
+  /// policy (ZScoreClip, PercentileClip; then max_grad_norm must be unset), any skip policies
+  /// (SpikeSkip), and AdaptiveGradClip. Decided on the device inside the step; their states are
+  /// in the optimizer's archive. Shared, not copied: a group's options hold the same objects.
+  TORCH_ARG(std::vector<std::shared_ptr<GradientGuard>>, guard) = {};
 
  public:
   // As TORCH_ARG(c10::intrusive_ptr<c10d::ProcessGroup>, process_group) would be, but kept as
@@ -89,6 +97,11 @@ struct FusedSGDOptions : public torch::optim::OptimizerCloneableOptions<FusedSGD
   TORCH_ARG(std::optional<double>, max_grad_norm) = std::nullopt;
   TORCH_ARG(double, norm_type) = 2.0;
   TORCH_ARG(bool, skip_nonfinite) = true;
+  /// Gradient guard policies (optimizer-wide, like the clipping settings): at most one clip
+  /// policy (ZScoreClip, PercentileClip; then max_grad_norm must be unset), any skip policies
+  /// (SpikeSkip), and AdaptiveGradClip. Decided on the device inside the step; their states are
+  /// in the optimizer's archive. Shared, not copied: a group's options hold the same objects.
+  TORCH_ARG(std::vector<std::shared_ptr<GradientGuard>>, guard) = {};
 
  public:
   // As TORCH_ARG(c10::intrusive_ptr<c10d::ProcessGroup>, process_group) would be, but kept as
@@ -143,8 +156,13 @@ class FusedOptimizer : public torch::optim::Optimizer {
   /// The fp32 0-dim norm of the gradients at the last step (undefined before the first step,
   /// or when neither clipping nor the guard needs it).
   const torch::Tensor& last_grad_norm() const { return last_grad_norm_; }
-  /// Steps skipped for non-finite gradients: an int64 0-dim tensor on the params' device.
+  /// Steps skipped (non-finite gradients, found_inf, a skip policy of the guard): an int64
+  /// 0-dim tensor on the params' device.
   torch::Tensor skipped_steps() const;
+  /// The last step's clip coefficient (1: not clipped) and whether it was skipped (bool), 0-dim
+  /// device tensors (undefined before the first step); readable without a sync.
+  torch::Tensor last_clip_coef() const;
+  torch::Tensor last_skipped() const;
 
  protected:
   using torch::optim::Optimizer::Optimizer;
@@ -160,6 +178,25 @@ class FusedOptimizer : public torch::optim::Optimizer {
                                                    const std::string& who);
   /// Sets the count (none: zero), on the device of the first parameter.
   void restore_skipped_steps(std::optional<int64_t> count);
+  /// What the fused op takes for a guard (NOTE [Guard policies]): the policies' states (on
+  /// `device`), kinds and args. AdaptiveGradClip is not among them: it is applied here, to
+  /// the gradients of `params` in place, before the step.
+  struct GuardCall {
+    std::vector<torch::Tensor> states;
+    std::vector<std::string> kinds;
+    std::vector<double> args;
+  };
+  static GuardCall prepare_guard(const std::vector<std::shared_ptr<GradientGuard>>& guard,
+                                 const std::vector<torch::Tensor>& params,
+                                 const c10::Device& device);
+  /// The fp32[3] tensor the op writes [norm, clip coefficient, skipped] into.
+  torch::Tensor& decisions(const c10::Device& device);
+  /// The guard's states in an archive ("guard/<i>") and back.
+  static void save_guard(torch::serialize::OutputArchive& archive,
+                         const std::vector<std::shared_ptr<GradientGuard>>& guard);
+  static void load_guard(torch::serialize::InputArchive& archive,
+                         const std::vector<std::shared_ptr<GradientGuard>>& guard,
+                         const std::string& who);
   /// Records what the fused op returned (an empty tensor: no norm was computed).
   void record_norm(const torch::Tensor& norm) {
     last_grad_norm_ = norm.numel() ? norm : torch::Tensor();
@@ -168,6 +205,7 @@ class FusedOptimizer : public torch::optim::Optimizer {
  private:
   torch::Tensor last_grad_norm_;
   torch::Tensor skipped_steps_;
+  torch::Tensor decisions_;
 };
 
 /// Adam (AdamW with `decoupled_weight_decay(true)`) with global-norm clipping over all its

@@ -298,15 +298,18 @@ class _FusedOptimizer(Optimizer):
 
     def _idle_step(self) -> None:
         """A rank whose params have no gradients this step, with a process_group: it joins the
-        norm's all-reduce (the other ranks wait on it) and counts a skip as they do."""
-        if self.process_group is None or (self.max_grad_norm is None and not self.skip_nonfinite):
+        norm's all-reduce (the other ranks wait on it), and takes the same decisions from it as
+        they do (skip count, guard states), through the fused op with no tensors to step."""
+        if self.process_group is None or (self.max_grad_norm is None and not self.skip_nonfinite
+                                          and not self.guard):
             return
         device = next((p.device for g in self.param_groups for p in g["params"]), torch.device("cpu"))
         norm = self._grads_norm([torch.zeros(0, device=device)])
-        self.last_grad_norm = norm
-        if self.skip_nonfinite:
-            skipped = self._controls(device)[2]
-            skipped.add_(torch.isfinite(norm).logical_not().to(skipped.dtype))
+        grad_scale, found_inf, skipped = self._controls(device)
+        guard = self._guard_args([], [], device)
+        self.last_grad_norm = torch.ops.steadystep.fused_sgd_(
+            [], [], [], [], [], [], [], [], [], [], [], self.max_grad_norm, self.norm_type, self.skip_nonfinite,
+            grad_scale, found_inf, skipped, norm, *guard)
 
     @property
     def skipped_steps(self) -> Tensor:

@@ -114,7 +114,7 @@ StepGuard guard_step(at::TensorList grads, std::optional<double> max_grad_norm, 
   }
   if (policies.decisions.has_value() && policies.decisions->defined()) {
     const at::Tensor& out = *policies.decisions;
-    TORCH_CHECK(out.numel() == 3 && out.scalar_type() == at::kFloat,
+    TORCH_CHECK(out.sym_numel() == 3 && out.scalar_type() == at::kFloat,
                 "decisions must be a float32 tensor of 3 elements, got ", out.scalar_type(), " ",
                 out.sizes());
     const auto value = [&](const at::Tensor& t, double otherwise) {

@@ -84,6 +84,39 @@ def test_opcheck(device, name):
     opcheck(op, args)
 
 
+def guarded_cases(device):
+    """fused_adam_ / fused_sgd_ with a guard of every policy kind: a SpikeSkip past its warmup
+    whose window (mean 2) the grads' norm (~5) spikes, and the clip policies' states after a
+    few steps, so that every branch writes its state."""
+    p, g, m, v, vmax, steps = step_lists(device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    f64 = dict(dtype=torch.float64, device=device)
+    skip = steadystep.SpikeSkip(z_thresh=2.0, window=4, warmup_steps=2)
+    skip_state = torch.tensor([3.0, 2.0, 0.0, 2.0, 0.1, 1.9, 2.1, 2.0, 0.0], **f64)
+    zscore = steadystep.ZScoreClip(warmup_steps=3, max_grad_norm=10.0)
+    zscore_state = torch.tensor([5.0, 2.0, 0.5, 0.0, 0.0, 0.0, 1.9, 2.1, 2.0], **f64)
+    pct = steadystep.PercentileClip(quantile=0.9, history_length=4)
+    pct_state = torch.tensor([3.0, 2.0, 2.5, 1.0, 1.0, 3.0, 2.0, 0.0], **f64)
+    out = {}
+    for name, clip, state in (("zscore", zscore, zscore_state), ("percentile", pct, pct_state)):
+        guard = ([skip_state.clone(), state.clone()], [skip._KIND, clip._KIND], skip._args() + clip._args(),
+                 torch.zeros(3, device=device))
+        out[f"fused_adam_/{name}"] = (ops.fused_adam_.default, (
+            p, g, m, v, vmax, steps, [3], [1e-3], [0.9], [0.999], [1e-8], [0.0], [True], [False], [True],
+            None, 2.0, True, None, None, count.clone(), None, *guard))
+        out[f"fused_sgd_/{name}"] = (ops.fused_sgd_.default, (
+            p, g, m, steps, [3], [0.1], [0.9], [0.0], [0.01], [True], [False], None, 2.0, True, None, None,
+            count.clone(), None, *copy.deepcopy(guard)))
+    return out
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("name", sorted(guarded_cases("cpu")))
+def test_opcheck_guarded_fused_steps(device, name):
+    op, args = guarded_cases(device)[name]
+    opcheck(op, args)
+
+
 @pytest.mark.parametrize("device", devices())
 def test_compiled_training_step_matches_eager(device):
     torch.manual_seed(0)

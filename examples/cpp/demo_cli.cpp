@@ -96,7 +96,10 @@ std::string usage(const std::string& program) {
   out << "usage: " << program
       << " [--device cpu|cuda] [--steps N] [--lr LR] [--max-grad-norm X] [--out DIR]\n\n"
          "Trains one exploding model three ways (plain Adam; Adam + WarmupCosineLR; steadystep\n"
-         "FusedAdam with clipping + WarmupCosineLR) and writes DIR/metrics.csv.\n\n"
+         "FusedAdam with clipping + WarmupCosineLR), then, with the corrupted targets finite\n"
+         "(x1000) instead of inf, four ways (FusedAdam + WarmupCosineLR with no clipping,\n"
+         "max_grad_norm, guard ZScoreClip, max_grad_norm + guard SpikeSkip), and writes\n"
+         "DIR/metrics.csv (a scenario column: inf or finite).\n\n"
          "  --device         cpu (default) or cuda\n"
          "  --steps          training steps per configuration, "
       << kMinSteps << " to " << kMaxSteps

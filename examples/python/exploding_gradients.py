@@ -6,7 +6,9 @@ steadystep.lr_scheduler.WarmupCosineLR drop into an ordinary training loop.
 A deep ReLU MLP without normalisation regresses a synthetic target; two of 8192 training
 targets are inf (corrupted records), so some batches have exploding, non-finite gradients.
 torch's AdamW (with or without warmup) is poisoned by the first such batch; FusedAdamW with
-max_grad_norm skips those steps on the device and converges.
+max_grad_norm skips those steps on the device and converges. Then the same two records x1000
+(large but finite spikes: nothing to skip as non-finite), FusedAdamW + WarmupCosineLR four ways:
+no clipping, max_grad_norm, guard=ZScoreClip(), max_grad_norm with guard=SpikeSkip().
 """
 
 import argparse
@@ -41,29 +43,43 @@ def main():
     target = lambda x: torch.sin(x[:, :4].sum(1, keepdim=True)) + 0.1 * x[:, 4:5]  # noqa: E731
     x = torch.randn(8192, 16)
     y = target(x)
+    y_spike = y.clone()
     y[[1000, 7000]] = math.inf  # corrupted records
+    y_spike[[1000, 7000]] *= 1e3  # the same records, finite
     x_val = torch.randn(1024, 16)
     x, y, x_val = x.to(args.device), y.to(args.device), x_val.to(args.device)
+    y_spike = y_spike.to(args.device)
     y_val = target(x_val)
     warmup = args.steps // 6
 
-    configs = {
-        "AdamW, constant lr": lambda p: (torch.optim.AdamW(p, lr=args.lr), None),
-        "AdamW + WarmupCosineLR": lambda p: (torch.optim.AdamW(p, lr=args.lr), "cosine"),
+    fused = steadystep.optim.FusedAdamW
+    configs = {  # name: (make optimizer, schedule, targets)
+        "AdamW, constant lr": lambda p: (torch.optim.AdamW(p, lr=args.lr), None, y),
+        "AdamW + WarmupCosineLR": lambda p: (torch.optim.AdamW(p, lr=args.lr), "cosine", y),
         "FusedAdamW(max_grad_norm) + WarmupCosineLR": lambda p: (
-            steadystep.optim.FusedAdamW(p, lr=args.lr, max_grad_norm=1.0), "cosine"),
+            fused(p, lr=args.lr, max_grad_norm=1.0), "cosine", y),
+        # finite spikes, all + WarmupCosineLR
+        "spikes: FusedAdamW, no clipping": lambda p: (fused(p, lr=args.lr), "cosine", y_spike),
+        "spikes: FusedAdamW(max_grad_norm)": lambda p: (
+            fused(p, lr=args.lr, max_grad_norm=1.0), "cosine", y_spike),
+        "spikes: FusedAdamW(guard=ZScoreClip)": lambda p: (
+            fused(p, lr=args.lr, guard=steadystep.ZScoreClip()), "cosine", y_spike),
+        "spikes: FusedAdamW(max_grad_norm, SpikeSkip)": lambda p: (
+            fused(p, lr=args.lr, max_grad_norm=1.0, guard=steadystep.SpikeSkip()), "cosine", y_spike),
     }
-    print(f"{'configuration':<44} {'val loss':>10} {'skipped':>8}  verdict")
+    print(f"{'configuration':<46} {'val loss':>10} {'skipped':>8}  verdict")
     for name, make in configs.items():
+        if name == "spikes: FusedAdamW, no clipping":
+            print("finite spikes (the 2 records x1000), all + WarmupCosineLR:")
         model = make_model(args.device)
-        opt, schedule = make(model.parameters())
+        opt, schedule, targets = make(model.parameters())
         sched = steadystep.lr_scheduler.WarmupCosineLR(opt, warmup, args.steps) if schedule else None
         gen = torch.Generator().manual_seed(7)
         with torch.no_grad():
             start = torch.nn.functional.mse_loss(model(x_val), y_val).item()
         for _ in range(args.steps):
             idx = torch.randint(0, len(x), (128,), generator=gen).to(args.device)
-            loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+            loss = torch.nn.functional.mse_loss(model(x[idx]), targets[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -74,7 +90,7 @@ def main():
         skipped = int(opt.skipped_steps) if isinstance(opt, steadystep.optim.FusedAdamW) else 0
         verdict = ("converged" if math.isfinite(final) and final < 0.2 * start
                    else "DIVERGED" if not math.isfinite(final) or final >= 0.5 * start else "undecided")
-        print(f"{name:<44} {final:>10.4g} {skipped:>8}  {verdict}")
+        print(f"{name:<46} {final:>10.4g} {skipped:>8}  {verdict}")
 
 
 if __name__ == "__main__":

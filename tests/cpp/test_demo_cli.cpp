@@ -48,6 +48,10 @@ TEST(DemoCli, HelpWinsOverEverythingBeforeIt) {
   const std::string text = steadystep::demo::usage("demo");
   EXPECT_NE(text.find("--steps"), std::string::npos);
   EXPECT_NE(text.find("--device"), std::string::npos);
+  // Both scenarios and the guards of the finite one are named.
+  EXPECT_NE(text.find("x1000"), std::string::npos);
+  EXPECT_NE(text.find("ZScoreClip"), std::string::npos);
+  EXPECT_NE(text.find("SpikeSkip"), std::string::npos);
 }
 
 TEST(DemoCli, BadValuesAreErrorsNamingFlagAndValue) {

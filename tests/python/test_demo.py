@@ -16,23 +16,83 @@ BUILD = Path(os.environ.get("STEADYSTEP_BUILD_DIR", ROOT / "build")).resolve()
 DEMO = BUILD / "examples" / "cpp" / "exploding_gradients"
 
 
-@pytest.mark.skipif(not DEMO.exists() and os.environ.get("STEADYSTEP_REQUIRE_CPP_DRIVER") != "1",
-                    reason=f"the C++ demo is not built under {BUILD}")
-def test_cpp_demo_diverges_then_converges(tmp_path):
-    result = subprocess.run([str(DEMO), "--steps", "300", "--out", str(tmp_path)],
+@pytest.fixture(scope="module")
+def demo_300(tmp_path_factory):
+    """One 300-step run of the C++ demo: its table (line by configuration) and metrics.csv rows."""
+    if not DEMO.exists() and os.environ.get("STEADYSTEP_REQUIRE_CPP_DRIVER") != "1":
+        pytest.skip(f"the C++ demo is not built under {BUILD}")
+    out = tmp_path_factory.mktemp("demo")
+    result = subprocess.run([str(DEMO), "--steps", "300", "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
+    # The demo itself checks that each fused step's skipped decision and skipped_steps() agree
+    # with its log (it exits 1 otherwise).
     assert result.returncode == 0, result.stderr
     table = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()
-             if line.startswith(("Adam", "FusedAdam"))}
+             if line.startswith(("Adam", "FusedAdam", "spikes:"))}
+    return table, list(csv.DictReader((out / "metrics.csv").open()))
+
+
+def test_cpp_demo_diverges_then_converges(demo_300):
+    table, all_rows = demo_300
     assert "DIVERGED" in table["Adam, constant lr"]
     assert "converged" in table["FusedAdam(max_grad_norm) + WarmupCosineLR"]
-    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
-    assert len(rows) == 3 * 300
+    rows = [r for r in all_rows if r["scenario"] == "inf"]
+    assert len(rows) == 3 * 300 and {r["config"] for r in rows} == {"1", "2", "3"}
     plain = [float(r["loss"]) for r in rows if r["config"] == "1"]
     fused = [r for r in rows if r["config"] == "3"]
     assert not math.isfinite(plain[-1])  # plain Adam ends with nan weights
     assert sum(r["skipped"] == "1" for r in fused) > 0  # the guard skipped the bad batches
     assert all(math.isfinite(float(r["lr"])) for r in fused)
+
+
+SPIKE_CONFIGS = {"4": "spikes: FusedAdam, no clipping", "5": "spikes: FusedAdam(max_grad_norm)",
+                 "6": "spikes: FusedAdam(guard=ZScoreClip)",
+                 "7": "spikes: FusedAdam(max_grad_norm, SpikeSkip)"}
+
+
+def table_numbers(line):
+    """(val loss, max |grad|, clipped, skipped) of a table line."""
+    fields = line[44:].split()
+    return float(fields[0]), float(fields[2]), int(fields[3]), int(fields[4])
+
+
+def test_cpp_demo_finite_spikes(demo_300):
+    """The finite-spike scenario: the same corrupted records x1000. Nothing is non-finite; the
+    unclipped run takes the spikes at full strength, the clip policies bound them, SpikeSkip
+    skips only corrupted batches, and the table agrees with metrics.csv."""
+    table, all_rows = demo_300
+    rows = [r for r in all_rows if r["scenario"] == "finite"]
+    assert len(rows) == 4 * 300
+    runs = {c: [r for r in rows if r["config"] == c] for c in SPIKE_CONFIGS}
+    assert all(len(run) == 300 for run in runs.values())
+    corrupted = [r["corrupted"] for r in runs["4"]]
+    assert all([r["corrupted"] for r in run] == corrupted for run in runs.values())
+    assert corrupted.count("1") >= 3  # the scenario has spikes to handle
+    for config, run in runs.items():
+        assert all(math.isfinite(float(r[k])) for r in run for k in ("loss", "grad_norm")), config
+        val, top, clipped, skipped = table_numbers(table[SPIKE_CONFIGS[config]])
+        assert math.isfinite(val), config
+        assert top == pytest.approx(max(float(r["grad_norm"]) for r in run), rel=1e-3)
+        assert clipped == sum(r["clipped"] == "1" for r in run), config
+        assert skipped == sum(r["skipped"] == "1" for r in run), config
+    unclipped = table_numbers(table[SPIKE_CONFIGS["4"]])
+    assert unclipped[2] == 0 and unclipped[3] == 0 and unclipped[1] > 100  # full-strength spikes
+    for config in ("5", "6"):
+        assert table_numbers(table[SPIKE_CONFIGS[config]])[3] == 0  # clip policies never skip
+    for r in runs["5"]:  # max_grad_norm=1.0 clips exactly the steps whose norm is above it
+        norm = float(r["grad_norm"])
+        if abs(norm - 1.0) > 1e-5:
+            assert (r["clipped"] == "1") == (norm > 1.0), r
+    skip = runs["7"]
+    skipped_at = [i for i, r in enumerate(skip) if r["skipped"] == "1"]
+    assert skipped_at, "SpikeSkip skipped nothing"
+    assert all(skip[i]["corrupted"] == "1" for i in skipped_at)  # only spikes are skipped
+    # Until its first skip, SpikeSkip changes nothing: the run equals max_grad_norm alone.
+    first = skipped_at[0]
+    assert [r["loss"] for r in skip[:first + 1]] == [r["loss"] for r in runs["5"][:first + 1]]
+    # Every clipping configuration ends well below the unclipped one on the clean held-out set.
+    for config in ("5", "6", "7"):
+        assert table_numbers(table[SPIKE_CONFIGS[config]])[0] < 0.5 * unclipped[0], config
 
 
 def test_cpp_demo_help():
@@ -73,7 +133,9 @@ def test_cpp_demo_short_run_is_not_called_diverged(tmp_path):
     assert result.returncode == 0, result.stderr
     table = [line for line in result.stdout.splitlines() if line.startswith(("Adam", "FusedAdam"))]
     assert len(table) == 3
-    for line in table:
+    spikes = [line for line in result.stdout.splitlines() if line.startswith("spikes:")]
+    assert len(spikes) == 4
+    for line in table + spikes:
         assert "DIVERGED" not in line and line.endswith("still training"), line
 
 
@@ -84,3 +146,9 @@ def test_python_demo_tells_the_same_story():
     lines = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines() if "|" not in line}
     assert "DIVERGED" in lines["AdamW, constant lr"]
     assert "converged" in lines["FusedAdamW(max_grad_norm) + WarmupCosineLR"]
+    spikes = {name: line.split() for name, line in lines.items() if name.startswith("spikes:")}
+    assert len(spikes) == 4
+    assert all(math.isfinite(float(fields[-3])) for fields in spikes.values())  # val loss
+    skipped = {name: int(fields[-2]) for name, fields in spikes.items()}
+    assert skipped["spikes: FusedAdamW(max_grad_norm, SpikeSkip)"] > 0
+    assert skipped["spikes: FusedAdamW(max_grad_norm)"] == skipped["spikes: FusedAdamW(guard=ZScoreClip)"] == 0

@@ -693,3 +693,41 @@ def test_cpp_optimizer_gives_the_same_sequence(name, resume_at):
         assert got["skipped_steps"] >= 3
     else:
         assert sum(c < 1 for _, c, _ in decisions) >= 3
+
+
+def test_agc_guard_with_a_real_grad_scaler():
+    """GradScaler.step hands the scale to the step: AGC refuses it (ValueError) before anything
+    changes; after scaler.unscale_(opt) (torch's recipe for clipping under AMP) the step runs and
+    equals the unscaled run bitwise (the scale is a power of two: unscaling is exact)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    ref = copy.deepcopy(model)
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+    opt = FusedAdamW(model.parameters(), lr=LR, guard=steadystep.AdaptiveGradClip(0.05))
+    opt_ref = FusedAdamW(ref.parameters(), lr=LR)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler.scale(torch.nn.functional.mse_loss(model(x), y)).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"scaler.unscale_\(optimizer\)"):
+        scaler.step(opt)
+    for p, b, g in zip(model.parameters(), before, grads):
+        assert torch.equal(p, b) and torch.equal(p.grad, g)
+    for p in model.parameters():  # at most the fresh state of a first step (lazily created)
+        assert all(not v.any() for v in opt.state[p].values())
+    # torch's GradScaler.step leaves these behind when the step raises.
+    del opt.grad_scale, opt.found_inf
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    for _ in range(5):
+        opt.zero_grad()
+        scaler.scale(torch.nn.functional.mse_loss(model(x), y)).backward()
+        scaler.unscale_(opt)
+        scaler.step(opt)
+        scaler.update()
+        opt_ref.zero_grad()
+        torch.nn.functional.mse_loss(ref(x), y).backward()
+        steadystep.adaptive_clip_grad_(ref.parameters(), 0.05)
+        opt_ref.step()
+        for p, q in zip(model.parameters(), ref.parameters()):
+            assert torch.equal(p, q)
+    assert opt.skipped_steps.item() == 0

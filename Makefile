@@ -43,7 +43,8 @@ sanitize: setup
 	cmake --build --preset sanitize -j $(JOBS)
 	ctest --preset sanitize -j $(JOBS)
 
-# The main demo: one exploding training run, three ways (see examples/cpp/exploding_gradients.cpp).
+# The main demo: exploding gradients (inf records: three ways) and finite spikes (no clipping,
+# max_grad_norm, ZScoreClip, SpikeSkip) side by side (see examples/cpp/exploding_gradients.cpp).
 # DEMO_ARGS are passed on (e.g. DEMO_ARGS="--device cuda --steps 1000"). It writes under
 # DEMO_OUT (git-ignored) only: a clone stays clean after its first demo.
 DEMO_OUT ?= demo_out

@@ -67,13 +67,14 @@ inline void check_step_tensors(
       const at::Tensor& p = params[i];
       TORCH_CHECK(t.layout() == at::kStrided, op, ": ", name, "[", i,
                   "] is sparse; only dense gradients and states are supported");
-      TORCH_CHECK(t.device() == p.device() && t.scalar_type() == p.scalar_type() &&
-                      (p.sym_numel() == 0 ? t.sym_sizes() == p.sym_sizes() : same_memory_walk(t, p)),
-                  op, ": ", name, "[", i, "] (", t.scalar_type(), " ", t.sizes(), " on ",
-                  t.device(), ", strides ", t.strides(), ") must match its param (",
-                  p.scalar_type(), " ", p.sizes(), " on ", p.device(), ", strides ", p.strides(),
-                  ") in dtype, device, shape and the strides of every dimension of size > 1; "
-                  "stage other layouts through a copy laid out like the param");
+      TORCH_CHECK(
+          t.device() == p.device() && t.scalar_type() == p.scalar_type() &&
+              (p.sym_numel() == 0 ? t.sym_sizes() == p.sym_sizes() : same_memory_walk(t, p)),
+          op, ": ", name, "[", i, "] (", t.scalar_type(), " ", t.sizes(), " on ", t.device(),
+          ", strides ", t.strides(), ") must match its param (", p.scalar_type(), " ", p.sizes(),
+          " on ", p.device(), ", strides ", p.strides(),
+          ") in dtype, device, shape and the strides of every dimension of size > 1; "
+          "stage other layouts through a copy laid out like the param");
     }
   }
   check_list_length(op, "steps", steps, params.size(), true);

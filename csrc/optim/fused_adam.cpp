@@ -136,7 +136,10 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
   // With a process group, the norm over all ranks, taken by every rank: also by one with no
   // gradient to step, which the others' collective waits for.
   const std::optional<torch::Tensor> grads_norm = global_grads_norm(grads, clip_settings(wide));
-  if (params.empty()) {
+  // A rank with nothing to step (with a process group) still takes the decisions the others
+  // take from the global norm, through the op on no tensors: its skip count and guard states
+  // stay those of the other ranks.
+  if (params.empty() && !grads_norm) {
     return loss;
   }
   if (!any_amsgrad) {
@@ -154,7 +157,7 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
                             at::Tensor&, const std::optional<at::Tensor>&, at::TensorList,
                             const std::vector<std::string>&, c10::ArrayRef<double>,
                             const std::optional<at::Tensor>&)>();
-  const c10::Device device = params[0].device();
+  const c10::Device device = params.empty() ? grads_norm->device() : params[0].device();
   const GuardCall guard = prepare_guard(wide.guard(), params, device);
   at::Tensor norm = op.call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes, lr,
                             beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled,

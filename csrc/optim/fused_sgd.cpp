@@ -116,7 +116,10 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
   // With a process group, the norm over all ranks, taken by every rank: also by one with no
   // gradient to step, which the others' collective waits for.
   const std::optional<torch::Tensor> grads_norm = global_grads_norm(grads, clip_settings(wide));
-  if (params.empty()) {
+  // A rank with nothing to step (with a process group) still takes the decisions the others
+  // take from the global norm, through the op on no tensors: its skip count and guard states
+  // stay those of the other ranks.
+  if (params.empty() && !grads_norm) {
     return loss;
   }
   static auto op =
@@ -130,7 +133,7 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
                             at::Tensor&, const std::optional<at::Tensor>&, at::TensorList,
                             const std::vector<std::string>&, c10::ArrayRef<double>,
                             const std::optional<at::Tensor>&)>();
-  const c10::Device device = params[0].device();
+  const c10::Device device = params.empty() ? grads_norm->device() : params[0].device();
   const GuardCall guard = prepare_guard(wide.guard(), params, device);
   at::Tensor norm =
       op.call(params, grads, buffers, steps, sizes, lr, momentum, dampening, weight_decay, nesterov,

@@ -607,6 +607,50 @@ TEST(DistributedFusedStep, ARankWithoutGradientsStillTakesPart) {
   EXPECT_TRUE(torch::equal(got[1][0], values[0]));
 }
 
+TEST(DistributedFusedStep, ARankWithoutGradientsKeepsTheGuardInStep) {
+  // Rank 1 has no gradient to step: its guard still decides on the global norm, so the guard
+  // states and skip counts of both ranks stay equal (one rank's next step would otherwise clip
+  // by other statistics and the shards would drift apart).
+  const Tensors values = random_tensors(29);
+  auto grads = step_grads(6);
+  for (auto& g : grads[4]) {
+    g = g * 1e3;  // a spike the SpikeSkip vetoes
+  }
+  std::vector<at::Tensor> zscore_states(kWorld), skip_states(kWorld);
+  std::vector<int64_t> skipped(kWorld);
+  run_ranks([&](int rank, const Group& group) {
+    Tensors params = shard(values, Sharding::kAllOnRankZero, rank);
+    if (rank == 1) {
+      params = {values[0].clone()};  // no .grad
+    }
+    for (auto& p : params) {
+      p.requires_grad_();
+    }
+    auto zscore = std::make_shared<steadystep::ZScoreClip>(
+        steadystep::ZScoreClipOptions().warmup_steps(2).max_grad_norm(std::nullopt));
+    auto skip = std::make_shared<steadystep::SpikeSkip>(
+        steadystep::SpikeSkipOptions().max_norm(50.0).z_thresh(std::nullopt));
+    steadystep::FusedAdam opt(
+        params, steadystep::FusedAdamOptions(1e-2).guard({skip, zscore}).process_group(group));
+    for (const auto& g : grads) {
+      if (rank == 0) {
+        for (size_t i = 0; i < params.size(); ++i) {
+          params[i].mutable_grad() = g[i].clone();
+        }
+      }
+      opt.step();
+    }
+    zscore_states[rank] = zscore->state().clone();
+    skip_states[rank] = skip->state().clone();
+    skipped[rank] = opt.skipped_steps().item<int64_t>();
+  });
+  EXPECT_EQ(skipped[0], 1);
+  EXPECT_EQ(skipped[1], skipped[0]);
+  EXPECT_TRUE(torch::equal(zscore_states[1], zscore_states[0]));
+  EXPECT_TRUE(torch::equal(skip_states[1], skip_states[0]));
+  EXPECT_EQ(zscore_states[0][0].item<double>(), 5.0);  // the vetoed step is not counted
+}
+
 TEST(DistributedFusedStep, AGroupWithAnotherProcessGroupIsRefused) {
   run_ranks(
       [&](int, const Group& group) {

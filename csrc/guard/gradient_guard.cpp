@@ -23,6 +23,13 @@ const at::Tensor& GradientGuard::state_on(const c10::Device& device) {
   return state_;
 }
 
+const at::Tensor& GradientGuard::state_for(at::TensorList grads,
+                                           const std::optional<at::Tensor>& total_norm) {
+  return state_on(total_norm.has_value() ? total_norm->device()
+                  : grads.empty()        ? c10::Device(c10::kCPU)
+                                         : grads[0].device());
+}
+
 at::Tensor GradientGuard::slot(int64_t i) const {
   TORCH_CHECK(state_.defined(), name(), ": no step taken yet");
   return state_.select(0, i);

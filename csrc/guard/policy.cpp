@@ -3,7 +3,9 @@
 
 #include "guard/policy.h"
 
+#include "checks.h"
 #include "ops/grouping.h"
+#include "ops/total_norm.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -118,6 +120,32 @@ Decision guard_step(const at::Tensor& norm, const at::Tensor& reported_norm, at:
     decision.coef = run(static_cast<size_t>(clip), decision.skip).coef;
   }
   return decision;
+}
+
+at::Tensor clip_step_(const char* who, at::TensorList grads, const at::Tensor& state,
+                      const std::string& kind, const std::vector<double>& args,
+                      const std::optional<at::Tensor>& total_norm, bool coef_as_float) {
+  at::NoGradGuard no_grad;
+  const std::vector<std::string> kinds = {kind};
+  check_guard(who, {state}, kinds, args);
+  check_dense_layout(grads, who, "grads");
+  at::Tensor norm_acc;
+  at::Tensor norm_out;
+  if (total_norm.has_value()) {
+    TORCH_CHECK(total_norm->sym_numel() == 1, who, ": total_norm must hold one value, got ",
+                total_norm->sizes());
+    norm_acc = total_norm->reshape({});
+    norm_out = norm_acc;
+  } else if (grads.empty()) {
+    norm_acc = at::zeros({}, state.options().dtype(at::kFloat));
+    norm_out = norm_acc;
+  } else {
+    norm_acc = total_norm_accumulated(grads, 2.0);
+    norm_out = norm_acc.to(total_norm_dtype(grads));
+  }
+  const Decision decision = guard_step(norm_acc, norm_out, {state}, kinds, args, at::Tensor());
+  scale_grads_(grads, decision.coef, coef_as_float);
+  return norm_out;
 }
 
 void scale_grads_(at::TensorList grads, const at::Tensor& coef, bool coef_as_float) {

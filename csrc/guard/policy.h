@@ -17,6 +17,7 @@
 #include <c10/util/string_view.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,6 +81,15 @@ struct Decision {
 Decision guard_step(const at::Tensor& norm, const at::Tensor& reported_norm, at::TensorList states,
                     c10::ArrayRef<std::string> kinds, c10::ArrayRef<double> args,
                     const at::Tensor& skipped);
+
+// One step of a standalone clip op (zscore_clip_, percentile_clip_) with the single policy
+// `kind`: the L2 norm of `grads` (or `total_norm`) in the accumulate dtype and as
+// clip_grad_norm_ returns it (the grads' dtype), the policy's decision on it (the state
+// updated in place), the grads scaled by its coefficient (scale_grads_). Returns the norm as
+// clip_grad_norm_ does. `who` names the op in the messages.
+at::Tensor clip_step_(const char* who, at::TensorList grads, const at::Tensor& state,
+                      const std::string& kind, const std::vector<double>& args,
+                      const std::optional<at::Tensor>& total_norm, bool coef_as_float);
 
 // Scales `grads` in place by the 0-dim `coef`: as torch's clip_grads_with_norm_ does
 // (foreach_mul_ by a tensor: the multi-tensor kernel per device), or, with `coef_as_float`, as

@@ -38,10 +38,7 @@ at::Tensor ZScoreClip::clip_(at::TensorList parameters) {
 
 at::Tensor ZScoreClip::clip_grads_(at::TensorList grads,
                                    const std::optional<at::Tensor>& total_norm) {
-  const c10::Device device = total_norm.has_value() ? total_norm->device()
-                             : grads.empty()        ? c10::Device(c10::kCPU)
-                                                    : grads[0].device();
-  return zscore_clip_(grads, state_on(device), options_, total_norm);
+  return zscore_clip_(grads, state_for(grads, total_norm), options_, total_norm);
 }
 
 std::vector<double> ZScoreClip::args() const {

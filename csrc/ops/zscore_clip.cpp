@@ -4,10 +4,8 @@
 
 #include <steadystep/guard.h>
 
-#include "checks.h"
 #include "guard/policy.h"
 #include "guard/zscore_clip_policy.h"
-#include "ops/total_norm.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -25,36 +23,14 @@ at::Tensor zscore_clip_composite(at::TensorList grads, const at::Tensor& state, 
                                  c10::string_view clip_option, double clip_factor,
                                  bool skip_update_on_spike,
                                  const std::optional<at::Tensor>& total_norm) {
-  at::NoGradGuard no_grad;
-  // zclip ignores clip_option in percentile mode.
-  const std::vector<double> args = guard::zscore_args(
-      alpha, z_thresh, max_grad_norm, eps, warmup_steps, mode,
-      mode == "percentile" ? "adaptive_scaling" : clip_option, clip_factor, skip_update_on_spike);
-  const std::vector<std::string> kinds = {"zscore"};
-  guard::check_guard("zscore_clip_", {state}, kinds, args);
-  check_dense_layout(grads, "zscore_clip_", "grads");
-
-  // The norm as it enters the statistics (fp32, fp64 for fp64 grads) and as torch's
-  // clip_grad_norm_ would return it (the grads' dtype), which the warmup clipping uses.
-  at::Tensor norm_acc;
-  at::Tensor norm_out;
-  if (total_norm.has_value()) {
-    TORCH_CHECK(total_norm->sym_numel() == 1, "zscore_clip_: total_norm must hold one value, got ",
-                total_norm->sizes());
-    norm_acc = total_norm->reshape({});
-    norm_out = norm_acc;
-  } else if (grads.empty()) {
-    norm_acc = at::zeros({}, state.options().dtype(at::kFloat));
-    norm_out = norm_acc;
-  } else {
-    norm_acc = total_norm_accumulated(grads, 2.0);
-    norm_out = norm_acc.to(total_norm_dtype(grads));
-  }
-  const guard::Decision decision =
-      guard::guard_step(norm_acc, norm_out, {state}, kinds, args, at::Tensor());
-  // zclip multiplies each gradient by the coefficient as a Python float.
-  guard::scale_grads_(grads, decision.coef, /*coef_as_float=*/true);
-  return norm_out;
+  // zclip ignores clip_option in percentile mode; it multiplies each gradient by the
+  // coefficient as a Python float.
+  return guard::clip_step_(
+      "zscore_clip_", grads, state, "zscore",
+      guard::zscore_args(alpha, z_thresh, max_grad_norm, eps, warmup_steps, mode,
+                         mode == "percentile" ? "adaptive_scaling" : clip_option, clip_factor,
+                         skip_update_on_spike),
+      total_norm, /*coef_as_float=*/true);
 }
 
 }  // namespace

@@ -47,6 +47,12 @@ class _Guard:
             self.state = self.state.to(device)  # a loaded checkpoint, once
         return self.state
 
+    def _state_for(self, grads: list[Tensor], total_norm: Tensor | None) -> Tensor:
+        """The state on the device a standalone clip step works on: total_norm's when given, else
+        the first gradient's (CPU for none)."""
+        device = total_norm.device if total_norm is not None else (grads[0].device if grads else torch.device("cpu"))
+        return self._state_on(device)
+
     def _slot(self, i: int) -> Tensor:
         if self.state is None:
             raise RuntimeError(f"{type(self).__name__}: no step taken yet")
@@ -139,9 +145,8 @@ class ZScoreClip(_Guard):
     def clip_grads_(self, grads: list[Tensor], total_norm: Tensor | None = None) -> Tensor:
         """One step on a list of gradients (in place); ``total_norm``: their norm, when the
         caller has it (e.g. over all ranks). Returns the norm before clipping."""
-        device = total_norm.device if total_norm is not None else (grads[0].device if grads else torch.device("cpu"))
         return torch.ops.steadystep.zscore_clip_(
-            grads, self._state_on(device), self.alpha, self.z_thresh, self.max_grad_norm, self.eps, self.warmup_steps,
+            grads, self._state_for(grads, total_norm), self.alpha, self.z_thresh, self.max_grad_norm, self.eps, self.warmup_steps,
             self.mode, self.clip_option or "adaptive_scaling", self.clip_factor, self.skip_update_on_spike,
             total_norm)
 
@@ -277,8 +282,7 @@ class PercentileClip(_Guard):
     def clip_grads_(self, grads: list[Tensor], total_norm: Tensor | None = None) -> Tensor:
         """One step on a list of gradients (in place); ``total_norm``: their norm, when the
         caller has it (e.g. over all ranks). Returns the norm before clipping."""
-        device = total_norm.device if total_norm is not None else (grads[0].device if grads else torch.device("cpu"))
-        return torch.ops.steadystep.percentile_clip_(grads, self._state_on(device), self.quantile,
+        return torch.ops.steadystep.percentile_clip_(grads, self._state_for(grads, total_norm), self.quantile,
                                                      self.history_length, total_norm)
 
     def clip_(self, parameters: Tensor | Iterable[Tensor]) -> Tensor:

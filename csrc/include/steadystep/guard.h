@@ -31,6 +31,9 @@ class GradientGuard {
   /// The state on `device`: created there (zeros) at the first step, moved there once after a
   /// load; the same tensor afterwards, updated in place by each step.
   const at::Tensor& state_on(const c10::Device& device);
+  /// state_on the device a standalone clip step works on: total_norm's when given, else the
+  /// first gradient's (CPU for none).
+  const at::Tensor& state_for(at::TensorList grads, const std::optional<at::Tensor>& total_norm);
 
   /// Writes the kind, args and state; `load` checks that the archive holds this kind with
   /// args of the same state size (c10::ValueError otherwise, nothing changed) and restores

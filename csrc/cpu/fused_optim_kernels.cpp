@@ -4,6 +4,7 @@
 
 #include "cpu/kernels.h"
 #include "cpu/torch_sqrt.h"
+#include "ops/stochastic_rounding.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -11,6 +12,7 @@
 #include <c10/util/Half.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -86,10 +88,64 @@ inline A nan_maximum(A a, A b) {
   return a > b ? a : b;
 }
 
-template <typename T, bool Amsgrad, bool Maximize, bool Decoupled, bool Decay, bool Multiply>
+// The switches of one Adam chunk, each a std::bool_constant (the common paths: the inner
+// loop is compiled per combination and vectorises branch-free) or a plain bool (the rarer
+// precision paths: one loop with the tests inside, which keeps the number of instantiations
+// down). `if (f.maximize)` reads either.
+template <typename Amsgrad, typename Maximize, typename Decoupled, typename Decay,
+          typename Multiply>
+struct AdamFlags {
+  Amsgrad amsgrad;
+  Maximize maximize;
+  Decoupled decoupled;
+  Decay decay;
+  Multiply multiply;
+};
+using RuntimeAdamFlags = AdamFlags<bool, bool, bool, bool, bool>;
+
+// Where a chunk's updated weights go (NOTE [Stochastic rounding] and the master weights): P is
+// the param's type, W the type the weights are read from and updated in (fp32 with a master,
+// whose update is then rounded to nearest into the param as well).
+template <typename P, bool Master, bool Stochastic>
+struct WeightStore {
+  using W = std::conditional_t<Master, float, P>;
+  P* param;  // the param's chunk; written through `store` only with a master
+  W* weights;
+  uint32_t stream = 0;
+  int64_t begin;
+
+  WeightStore(const StepTensor& t, int64_t chunk_begin)
+      : param(static_cast<P*>(t.param) + chunk_begin),
+        weights(Master ? reinterpret_cast<W*>(t.master + chunk_begin)
+                       : reinterpret_cast<W*>(static_cast<P*>(t.param) + chunk_begin)),
+        begin(chunk_begin) {
+    if constexpr (Stochastic) {
+      static_assert(std::is_same_v<P, c10::BFloat16>, "stochastic rounding is for bf16 params");
+      stream = rounding::stream_at(rounding::step_stream(t.rounding_key, t.step), chunk_begin);
+    }
+  }
+
+  template <typename A>
+  void store(W* __restrict w, int64_t i, A value) const {
+    if constexpr (Master) {
+      w[i] = value;
+      param[i] = static_cast<P>(value);
+    } else if constexpr (Stochastic) {
+      w[i] = c10::BFloat16(
+          rounding::bf16_bits_stochastic(value, rounding::element_bits(stream, begin + i)),
+          c10::BFloat16::from_bits());
+    } else {
+      w[i] = static_cast<W>(value);
+    }
+  }
+};
+
+template <typename P, typename S, bool Master, bool Stochastic, typename Flags>
 void adam_chunk(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& h,
-                double multiplier) {
-  using Acc = acc_t<T>;
+                double multiplier, Flags f) {
+  using Acc = acc_t<P>;
+  using Store = WeightStore<P, Master, Stochastic>;
+  using W = typename Store::W;
   // Host scalars as torch's single-tensor Adam forms them in Python (fp64), then cast to the
   // op's scalar type as ATen does with a Python number.
   const double bias_correction1 = 1 - std::pow(h.beta1, t.step);
@@ -104,15 +160,17 @@ void adam_chunk(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& 
   const Acc eps = static_cast<Acc>(h.eps);
   const Acc weight_decay = static_cast<Acc>(h.weight_decay);
   const Acc decay_factor = static_cast<Acc>(1 - h.lr * h.weight_decay);
-  T* __restrict p = static_cast<T*>(t.param) + begin;
-  const T* __restrict g = static_cast<const T*>(t.grad) + begin;
-  T* __restrict m = static_cast<T*>(t.state[0]) + begin;
-  T* __restrict v = static_cast<T*>(t.state[1]) + begin;
-  T* __restrict vmax = Amsgrad ? static_cast<T*>(t.state[2]) + begin : nullptr;
-  // fp32/fp64: two passes with torch's own sqrt between them (NOTE [Torch's rounding]); the
-  // first leaves param (decayed), exp_avg and the second moment in memory, exactly as torch's
-  // ops leave them. fp16/bf16: one pass, intermediates in fp32.
-  constexpr bool kTorchSqrt = std::is_same_v<T, Acc>;
+  const Store out(t, begin);
+  W* __restrict w = out.weights;
+  const P* __restrict g = static_cast<const P*>(t.grad) + begin;
+  S* __restrict m = static_cast<S*>(t.state[0]) + begin;
+  S* __restrict v = static_cast<S*>(t.state[1]) + begin;
+  S* __restrict vmax = f.amsgrad ? static_cast<S*>(t.state[2]) + begin : nullptr;
+  // Weights and state in the math type (fp32/fp64, a master's fp32 included): two passes with
+  // torch's own sqrt between them (NOTE [Torch's rounding]); the first leaves the weights
+  // (decayed), exp_avg and the second moment in memory, exactly as torch's ops leave them.
+  // Otherwise (fp16/bf16 storage): one pass, intermediates in fp32.
+  constexpr bool kTorchSqrt = std::is_same_v<W, Acc> && std::is_same_v<S, Acc>;
   Acc* __restrict root = nullptr;
   if constexpr (kTorchSqrt) {
     thread_local std::vector<Acc> buffer;
@@ -120,16 +178,16 @@ void adam_chunk(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& 
     root = buffer.data();
   }
   for (int64_t i = 0; i < n; ++i) {
-    Acc pa = static_cast<Acc>(p[i]);
+    Acc pa = static_cast<Acc>(w[i]);
     Acc ga = static_cast<Acc>(g[i]);
-    if constexpr (Multiply) {
+    if (f.multiply) {
       ga = ga * mult;  // clip_grads_with_norm_'s in-place mul_
     }
-    if constexpr (Maximize) {
+    if (f.maximize) {
       ga = -ga;
     }
-    if constexpr (Decay) {
-      if constexpr (Decoupled) {
+    if (f.decay) {
+      if (f.decoupled) {
         pa = pa * decay_factor;  // param.mul_(1 - lr * weight_decay)
       } else {
         ga = fmadd(pa, weight_decay, ga);  // grad.add(param, alpha=weight_decay)
@@ -141,20 +199,20 @@ void adam_chunk(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& 
     const Acc va_decayed = static_cast<Acc>(v[i]) * beta2;
     const Acc va = fmadd(one_minus_beta2 * ga, ga, va_decayed);
     Acc second = va;
-    if constexpr (Amsgrad) {
+    if (f.amsgrad) {
       second = nan_maximum(static_cast<Acc>(vmax[i]), va);  // torch.maximum(..., out=max)
-      vmax[i] = static_cast<T>(second);
+      vmax[i] = static_cast<S>(second);
     }
-    m[i] = static_cast<T>(ma);
-    v[i] = static_cast<T>(va);
+    m[i] = static_cast<S>(ma);
+    v[i] = static_cast<S>(va);
     if constexpr (kTorchSqrt) {
-      if constexpr (Decoupled) {
-        p[i] = pa;
+      if (f.decay && f.decoupled) {
+        w[i] = pa;
       }
       root[i] = second;
     } else {
       const Acc denom = std::sqrt(second) / bias_correction2_sqrt + eps;
-      p[i] = static_cast<T>(pa + (neg_step_size * ma) / denom);
+      out.store(w, i, pa + (neg_step_size * ma) / denom);
     }
   }
   if constexpr (kTorchSqrt) {
@@ -163,9 +221,60 @@ void adam_chunk(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& 
       // denom = (second.sqrt() / bias_correction2_sqrt).add_(eps)
       const Acc denom = root[i] / bias_correction2_sqrt + eps;
       // param.addcdiv_(exp_avg, denom, value=-step_size)
-      p[i] = p[i] + (neg_step_size * m[i]) / denom;
+      out.store(w, i, w[i] + (neg_step_size * m[i]) / denom);
     }
   }
+}
+
+// Calls fn(S{}) with S the C++ type of a param's state dtype: its own, fp32 or bf16 (fp64
+// params: fp64 only, as the checks require).
+template <typename P, typename Fn>
+void with_state_type(at::ScalarType state_dtype, Fn&& fn) {
+  if (state_dtype == c10::CppTypeToScalarType<P>::value) {
+    fn(P{});
+    return;
+  }
+  if constexpr (!std::is_same_v<P, double>) {
+    if (state_dtype == at::kFloat) {
+      fn(float{});
+      return;
+    }
+    if (state_dtype == at::kBFloat16) {
+      fn(c10::BFloat16{});
+      return;
+    }
+  }
+  TORCH_CHECK(false, "fused step: state dtype ", state_dtype, " for a ",
+              c10::CppTypeToScalarType<P>::value, " param");
+}
+
+// Calls body(S{}, master, stochastic) with the chunk's precision path as template constants;
+// returns false for the plain path (state in the param's dtype, no master, round to nearest),
+// which the callers compile per flag combination.
+template <typename P, typename Body>
+bool with_precision(const StepTensor& t, Body&& body) {
+  constexpr bool kHalfPrecision = std::is_same_v<P, c10::Half> || std::is_same_v<P, c10::BFloat16>;
+  const bool stochastic = t.stochastic && std::is_same_v<P, c10::BFloat16>;
+  if (t.master == nullptr && !stochastic && t.state_dtype == t.dtype) {
+    return false;
+  }
+  with_state_type<P>(t.state_dtype, [&](auto state) {
+    using S = decltype(state);
+    if constexpr (kHalfPrecision) {
+      if (t.master != nullptr) {
+        body(S{}, std::true_type{}, std::false_type{});
+        return;
+      }
+    }
+    if constexpr (std::is_same_v<P, c10::BFloat16>) {
+      if (stochastic) {
+        body(S{}, std::false_type{}, std::true_type{});
+        return;
+      }
+    }
+    body(S{}, std::false_type{}, std::false_type{});
+  });
+  return true;
 }
 
 // Turns the runtime switches into template flags, so each inner loop is branch-free and
@@ -174,9 +283,19 @@ template <typename T>
 void adam_chunk_dispatch(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& h,
                          GradMultiplier mult) {
   const bool decay = h.weight_decay != 0;
+  const bool precision_path = with_precision<T>(t, [&](auto state, auto master, auto stochastic) {
+    adam_chunk<T, decltype(state), decltype(master)::value, decltype(stochastic)::value>(
+        t, begin, n, h, mult.value,
+        RuntimeAdamFlags{h.amsgrad, h.maximize, h.decoupled_weight_decay, decay, mult.active});
+  });
+  if (precision_path) {
+    return;
+  }
   auto run = [&](auto amsgrad, auto maximize, auto decoupled, auto decay_on, auto multiply) {
-    adam_chunk<T, decltype(amsgrad)::value, decltype(maximize)::value, decltype(decoupled)::value,
-               decltype(decay_on)::value, decltype(multiply)::value>(t, begin, n, h, mult.value);
+    adam_chunk<T, T, false, false>(
+        t, begin, n, h, mult.value,
+        AdamFlags<decltype(amsgrad), decltype(maximize), decltype(decoupled), decltype(decay_on),
+                  decltype(multiply)>{});
   };
   using F = std::false_type;
   using Tr = std::true_type;
@@ -196,22 +315,24 @@ void adam_chunk_dispatch(const StepTensor& t, int64_t begin, int64_t n, const Ad
   h.amsgrad ? with_maximize(Tr{}) : with_maximize(F{});
 }
 
-template <typename T, bool Momentum>
+template <typename P, typename S, bool Master, bool Stochastic, bool Momentum>
 void sgd_chunk(const StepTensor& t, int64_t begin, int64_t n, const SGDHyper& h,
                GradMultiplier mult) {
-  using Acc = acc_t<T>;
+  using Acc = acc_t<P>;
+  using Store = WeightStore<P, Master, Stochastic>;
   const bool first_step = Momentum && t.step <= 1.0;
   const Acc multiplier = static_cast<Acc>(mult.value);
   const Acc weight_decay = static_cast<Acc>(h.weight_decay);
   const Acc momentum = static_cast<Acc>(h.momentum);
   const Acc one_minus_dampening = static_cast<Acc>(1 - h.dampening);
   const Acc neg_lr = static_cast<Acc>(-h.lr);
-  T* __restrict p = static_cast<T*>(t.param) + begin;
-  const T* __restrict g = static_cast<const T*>(t.grad) + begin;
-  T* __restrict buf = Momentum ? static_cast<T*>(t.state[0]) + begin : nullptr;
+  const Store out(t, begin);
+  typename Store::W* __restrict w = out.weights;
+  const P* __restrict g = static_cast<const P*>(t.grad) + begin;
+  S* __restrict buf = Momentum ? static_cast<S*>(t.state[0]) + begin : nullptr;
   // NOTE [Torch's rounding]; the steps of torch's single-tensor SGD.
   for (int64_t i = 0; i < n; ++i) {
-    const Acc pa = static_cast<Acc>(p[i]);
+    const Acc pa = static_cast<Acc>(w[i]);
     Acc ga = static_cast<Acc>(g[i]);
     if (mult.active) {
       ga = ga * multiplier;
@@ -226,11 +347,28 @@ void sgd_chunk(const StepTensor& t, int64_t begin, int64_t n, const SGDHyper& h,
       // buf = grad.clone() first, then buf.mul_(momentum).add_(grad, alpha=1 - dampening)
       const Acc ba =
           first_step ? ga : fmadd(ga, one_minus_dampening, static_cast<Acc>(buf[i]) * momentum);
-      buf[i] = static_cast<T>(ba);
+      buf[i] = static_cast<S>(ba);
       // grad.add(buf, alpha=momentum) (nesterov) or buf
       ga = h.nesterov ? fmadd(ba, momentum, ga) : ba;
     }
-    p[i] = static_cast<T>(fmadd(ga, neg_lr, pa));  // param.add_(grad, alpha=-lr)
+    out.store(w, i, fmadd(ga, neg_lr, pa));  // param.add_(grad, alpha=-lr)
+  }
+}
+
+template <typename P>
+void sgd_chunk_dispatch(const StepTensor& t, int64_t begin, int64_t n, const SGDHyper& h,
+                        GradMultiplier mult) {
+  auto run = [&](auto state, auto master, auto stochastic) {
+    using S = decltype(state);
+    constexpr bool kMaster = decltype(master)::value, kStochastic = decltype(stochastic)::value;
+    if (h.momentum != 0) {
+      sgd_chunk<P, S, kMaster, kStochastic, true>(t, begin, n, h, mult);
+    } else {
+      sgd_chunk<P, S, kMaster, kStochastic, false>(t, begin, n, h, mult);
+    }
+  };
+  if (!with_precision<P>(t, run)) {
+    run(P{}, std::false_type{}, std::false_type{});
   }
 }
 
@@ -249,11 +387,7 @@ void sgd_step(const std::vector<StepTensor>& tensors, const SGDHyper& hyper,
               GradMultiplier multiplier) {
   for_each_step_chunk(tensors, [&](const StepChunk& c, const StepTensor& t) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.dtype, "_sgd_step_", [&] {
-      if (hyper.momentum != 0) {
-        sgd_chunk<scalar_t, true>(t, c.begin, c.size, hyper, multiplier);
-      } else {
-        sgd_chunk<scalar_t, false>(t, c.begin, c.size, hyper, multiplier);
-      }
+      sgd_chunk_dispatch<scalar_t>(t, c.begin, c.size, hyper, multiplier);
     });
   });
 }

@@ -15,7 +15,10 @@ namespace steadystep::cpu {
 
 /// One parameter of a fused step: its dtype, size and step count (already incremented for this
 /// step), and the param, grad and up to three state tensors (Adam: exp_avg, exp_avg_sq,
-/// max_exp_avg_sq; SGD: momentum_buffer), all dense with the same layout.
+/// max_exp_avg_sq; SGD: momentum_buffer), all dense with the same layout. The states are of
+/// `state_dtype` (the param's, fp32 or bf16); `master` is the param's fp32 master weights (null:
+/// none); with `stochastic`, a bf16 param is rounded stochastically with `rounding_key` (NOTE
+/// [Stochastic rounding]).
 struct StepTensor {
   at::ScalarType dtype;
   int64_t numel;
@@ -23,6 +26,10 @@ struct StepTensor {
   void* param;
   const void* grad;
   void* state[3];
+  at::ScalarType state_dtype;
+  float* master = nullptr;
+  bool stochastic = false;
+  int64_t rounding_key = 0;
 };
 
 /// The gradient multiplier of a fused step (clip coefficient and AMP unscale), when there is one.

@@ -104,17 +104,29 @@ GradMultiplier multiplier_of(const std::optional<at::Tensor>& grad_multiplier) {
 
 std::vector<StepTensor> step_tensors(at::TensorList params, at::TensorList grads,
                                      std::initializer_list<at::TensorList> states,
-                                     at::TensorList steps) {
+                                     at::TensorList steps, at::TensorList masters,
+                                     c10::IntArrayRef rounding_keys) {
   std::vector<StepTensor> out;
   for (size_t i = 0; i < params.size(); ++i) {
     if (params[i].numel() == 0) {
       continue;
     }
     StepTensor t{params[i].scalar_type(), params[i].numel(),         steps[i].item<double>(),
-                 params[i].data_ptr(),    grads[i].const_data_ptr(), {nullptr, nullptr, nullptr}};
+                 params[i].data_ptr(),    grads[i].const_data_ptr(), {nullptr, nullptr, nullptr},
+                 params[i].scalar_type()};
     int s = 0;
     for (const auto& list : states) {
       t.state[s++] = list.empty() ? nullptr : list[i].data_ptr();
+      if (!list.empty() && s == 1) {
+        t.state_dtype = list[i].scalar_type();  // the checks made every state of i this dtype
+      }
+    }
+    if (!masters.empty()) {
+      t.master = masters[i].data_ptr<float>();
+    }
+    if (!rounding_keys.empty()) {
+      t.stochastic = true;
+      t.rounding_key = rounding_keys[i];
     }
     out.push_back(t);
   }
@@ -126,14 +138,17 @@ void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList e
                    double lr, double beta1, double beta2, double eps, double weight_decay,
                    bool amsgrad, bool maximize, bool decoupled_weight_decay,
                    const std::optional<at::Tensor>& grad_multiplier,
-                   const std::optional<at::Tensor>& skip) {
-  check_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad);
+                   const std::optional<at::Tensor>& skip, at::TensorList master_params,
+                   c10::IntArrayRef rounding_keys) {
+  check_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad,
+                  master_params, rounding_keys);
   if (params.empty() || skip_step(skip)) {
     return;
   }
   const AdamHyper hyper{lr,           beta1,   beta2,    eps,
                         weight_decay, amsgrad, maximize, decoupled_weight_decay};
-  const auto tensors = step_tensors(params, grads, {exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, steps);
+  const auto tensors = step_tensors(params, grads, {exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, steps,
+                                    master_params, rounding_keys);
   const GradMultiplier mult = multiplier_of(grad_multiplier);
   step_kernels_avx2() ? AVX2::adam_step(tensors, hyper, mult)
                       : DEFAULT::adam_step(tensors, hyper, mult);
@@ -143,13 +158,15 @@ void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList mo
                   at::TensorList steps, double lr, double momentum, double dampening,
                   double weight_decay, bool nesterov, bool maximize,
                   const std::optional<at::Tensor>& grad_multiplier,
-                  const std::optional<at::Tensor>& skip) {
-  check_sgd_step(params, grads, momentum_buffers, steps, momentum);
+                  const std::optional<at::Tensor>& skip, at::TensorList master_params,
+                  c10::IntArrayRef rounding_keys) {
+  check_sgd_step(params, grads, momentum_buffers, steps, momentum, master_params, rounding_keys);
   if (params.empty() || skip_step(skip)) {
     return;
   }
   const SGDHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize};
-  const auto tensors = step_tensors(params, grads, {momentum_buffers}, steps);
+  const auto tensors =
+      step_tensors(params, grads, {momentum_buffers}, steps, master_params, rounding_keys);
   const GradMultiplier mult = multiplier_of(grad_multiplier);
   step_kernels_avx2() ? AVX2::sgd_step(tensors, hyper, mult)
                       : DEFAULT::sgd_step(tensors, hyper, mult);

@@ -33,15 +33,17 @@ void clamp_meta(at::TensorList tensors, double clip_value) {
 void adam_step_meta(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                     at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
                     at::TensorList steps, double, double, double, double, double, bool amsgrad,
-                    bool, bool, const std::optional<at::Tensor>&,
-                    const std::optional<at::Tensor>&) {
-  check_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad);
+                    bool, bool, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                    at::TensorList master_params, c10::IntArrayRef rounding_keys) {
+  check_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad,
+                  master_params, rounding_keys);
 }
 
 void sgd_step_meta(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
                    at::TensorList steps, double, double momentum, double, double, bool, bool,
-                   const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {
-  check_sgd_step(params, grads, momentum_buffers, steps, momentum);
+                   const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                   at::TensorList master_params, c10::IntArrayRef rounding_keys) {
+  check_sgd_step(params, grads, momentum_buffers, steps, momentum, master_params, rounding_keys);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "ops/optim_checks.h"
 #include "ops/optim_params.h"
 #include "ops/step_checks.h"
+#include "ops/stochastic_rounding.h"
 #include "ops/total_norm.h"
 
 #include <ATen/ATen.h>
@@ -163,35 +164,71 @@ void check_groups(at::TensorList params, c10::IntArrayRef group_sizes,
   }
 }
 
-// Calls `step(indices, device)` for the params of each group on each device, after advancing
+// How one backend call of a group rounds its params (NOTE [Stochastic rounding]): its
+// masters (empty: none) and rounding keys (empty: to nearest).
+struct Precision {
+  std::vector<at::Tensor> masters;
+  std::vector<int64_t> rounding_keys;
+};
+
+// Whether param i has a master: master_params is empty (none has) or holds, per param, its
+// master or a 0-element placeholder (see the schema).
+bool has_master(at::TensorList masters, at::TensorList params, size_t i) {
+  return !masters.empty() && masters[i].sym_numel() != 0 && params[i].sym_numel() != 0;
+}
+
+// The masters are checked before the norm and the guard (which update guard states): a refused
+// step changes nothing.
+void check_masters(const char* op, at::TensorList params, at::TensorList masters) {
+  check_list_length(op, "master_params", masters, params.size(), false);
+  for (size_t i = 0; i < masters.size(); ++i) {
+    if (has_master(masters, params, i)) {
+      check_master(op, i, masters[i], params[i]);
+    }
+  }
+}
+
+// Calls `step(group, indices, device, precision)` for the params of each group on each device
+// (split again into params with and without a master: one backend call each), after advancing
 // their step counts (by 1, or by 1 - skip on the device).
 template <typename StepFn>
 void for_each_group(at::TensorList params, at::TensorList steps, c10::IntArrayRef group_sizes,
+                    at::TensorList masters, std::optional<int64_t> rounding_seed,
                     const StepGuard& guard, StepFn step) {
   size_t begin = 0;
   for (size_t g = 0; g < group_sizes.size(); ++g) {
     const size_t end = begin + static_cast<size_t>(group_sizes[g]);
-    std::vector<c10::Device> devices;
+    std::vector<std::pair<c10::Device, bool>> parts;
     std::vector<std::vector<size_t>> members;
     for (size_t i = begin; i < end; ++i) {
+      const std::pair<c10::Device, bool> part{params[i].device(), has_master(masters, params, i)};
       size_t d = 0;
-      while (d < devices.size() && devices[d] != params[i].device()) {
+      while (d < parts.size() && parts[d] != part) {
         ++d;
       }
-      if (d == devices.size()) {
-        devices.push_back(params[i].device());
+      if (d == parts.size()) {
+        parts.push_back(part);
         members.emplace_back();
       }
       members[d].push_back(i);
     }
-    for (size_t d = 0; d < devices.size(); ++d) {
+    for (size_t d = 0; d < parts.size(); ++d) {
       std::vector<at::Tensor> device_steps = pick(steps, members[d]);
       if (guard.skip.defined()) {
-        at::_foreach_add_(device_steps, at::rsub(guard.skip, 1).to(devices[d]));
+        at::_foreach_add_(device_steps, at::rsub(guard.skip, 1).to(parts[d].first));
       } else {
         at::_foreach_add_(device_steps, at::Scalar(1));
       }
-      step(g, members[d], devices[d]);
+      Precision precision;
+      if (parts[d].second) {
+        precision.masters = pick(masters, members[d]);
+      } else if (rounding_seed) {
+        for (size_t i : members[d]) {
+          precision.rounding_keys.push_back(
+              rounding::rounding_key(*rounding_seed, static_cast<int64_t>(i)));
+        }
+      }
+      step(g, members[d], parts[d].first, precision);
     }
     begin = end;
   }
@@ -217,7 +254,8 @@ at::Tensor fused_adam_composite(
     const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps,
     const std::optional<at::Tensor>& grads_norm, at::TensorList guard_states,
     const std::vector<std::string>& guards, c10::ArrayRef<double> guard_args,
-    const std::optional<at::Tensor>& decisions) {
+    const std::optional<at::Tensor>& decisions, at::TensorList master_params,
+    std::optional<int64_t> rounding_seed) {
   const std::vector<bool> amsgrad = amsgrad_list.vec(), maximize = maximize_list.vec(),
                           decoupled_weight_decay = decoupled_list.vec();
   check_groups(params, group_sizes,
@@ -235,24 +273,27 @@ at::Tensor fused_adam_composite(
   check_list_length("fused_adam_", "max_exp_avg_sqs", max_exp_avg_sqs, params.size(), any_amsgrad);
   check_list_length("fused_adam_", "steps", steps, params.size(), true);
   check_strided(grads, "fused_adam_", "grads");
+  check_masters("fused_adam_", params, master_params);
   static auto kernel =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("steadystep::_adam_step_", "")
           .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList,
                       at::TensorList, at::TensorList, double, double, double, double, double, bool,
                       bool, bool, const std::optional<at::Tensor>&,
-                      const std::optional<at::Tensor>&)>();
+                      const std::optional<at::Tensor>&, at::TensorList, c10::IntArrayRef)>();
   const StepGuard guard =
       guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale, found_inf, grads_norm,
                  {guard_states, guards, guard_args, decisions});
-  for_each_group(params, steps, group_sizes, guard,
-                 [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device) {
+  for_each_group(params, steps, group_sizes, master_params, rounding_seed, guard,
+                 [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device,
+                     const Precision& precision) {
                    kernel.call(pick(params, idx), pick(grads, idx), pick(exp_avgs, idx),
                                pick(exp_avg_sqs, idx),
                                amsgrad[g] ? pick(max_exp_avg_sqs, idx) : std::vector<at::Tensor>{},
                                pick(steps, idx), lr[g], beta1[g], beta2[g], eps[g], weight_decay[g],
                                amsgrad[g], maximize[g], decoupled_weight_decay[g],
-                               on(guard.multiplier, device), on(guard.skip, device));
+                               on(guard.multiplier, device), on(guard.skip, device),
+                               precision.masters, precision.rounding_keys);
                  });
   return finish(guard, skipped_steps);
 }
@@ -267,7 +308,8 @@ at::Tensor fused_sgd_composite(
     const std::optional<at::Tensor>& found_inf, at::Tensor& skipped_steps,
     const std::optional<at::Tensor>& grads_norm, at::TensorList guard_states,
     const std::vector<std::string>& guards, c10::ArrayRef<double> guard_args,
-    const std::optional<at::Tensor>& decisions) {
+    const std::optional<at::Tensor>& decisions, at::TensorList master_params,
+    std::optional<int64_t> rounding_seed) {
   const std::vector<bool> nesterov = nesterov_list.vec(), maximize = maximize_list.vec();
   check_groups(params, group_sizes,
                {lr.size(), momentum.size(), dampening.size(), weight_decay.size(), nesterov.size(),
@@ -283,23 +325,26 @@ at::Tensor fused_sgd_composite(
                     any_momentum);
   check_list_length("fused_sgd_", "steps", steps, params.size(), true);
   check_strided(grads, "fused_sgd_", "grads");
+  check_masters("fused_sgd_", params, master_params);
   static auto kernel =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("steadystep::_sgd_step_", "")
           .typed<void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, double,
                       double, double, double, bool, bool, const std::optional<at::Tensor>&,
-                      const std::optional<at::Tensor>&)>();
+                      const std::optional<at::Tensor>&, at::TensorList, c10::IntArrayRef)>();
   const StepGuard guard =
       guard_step(grads, max_grad_norm, norm_type, skip_nonfinite, grad_scale, found_inf, grads_norm,
                  {guard_states, guards, guard_args, decisions});
-  for_each_group(
-      params, steps, group_sizes, guard,
-      [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device) {
-        kernel.call(pick(params, idx), pick(grads, idx),
-                    momentum[g] != 0 ? pick(momentum_buffers, idx) : std::vector<at::Tensor>{},
-                    pick(steps, idx), lr[g], momentum[g], dampening[g], weight_decay[g],
-                    nesterov[g], maximize[g], on(guard.multiplier, device), on(guard.skip, device));
-      });
+  for_each_group(params, steps, group_sizes, master_params, rounding_seed, guard,
+                 [&](size_t g, const std::vector<size_t>& idx, const c10::Device& device,
+                     const Precision& precision) {
+                   kernel.call(
+                       pick(params, idx), pick(grads, idx),
+                       momentum[g] != 0 ? pick(momentum_buffers, idx) : std::vector<at::Tensor>{},
+                       pick(steps, idx), lr[g], momentum[g], dampening[g], weight_decay[g],
+                       nesterov[g], maximize[g], on(guard.multiplier, device),
+                       on(guard.skip, device), precision.masters, precision.rounding_keys);
+                 });
   return finish(guard, skipped_steps);
 }
 

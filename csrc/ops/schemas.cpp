@@ -72,6 +72,12 @@ TORCH_LIBRARY(steadystep, m) {
   // csrc/guard/policy.h), decided on the unscaled norm after the non-finite guard; their states
   // are updated in place. decisions, when given: fp32[3] set to [norm, clip coefficient,
   // skipped] of this step, for logging without a sync.
+  // master_params: empty, or one per param: param i's fp32 master weights (fp16/bf16 params;
+  // same shape and strides), updated in fp32 and rounded to nearest into the param in the same
+  // pass; a 0-element tensor where param i has none. rounding_seed: bf16 params without a master
+  // are rounded stochastically (NOTE [Stochastic rounding] in ops/stochastic_rounding.h), keyed
+  // by this seed and their position in params; None rounds to nearest. State tensors may be in
+  // their param's dtype, fp32 or bf16 (the math is fp32 either way).
   m.def(
       "fused_adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] steps, "
@@ -79,25 +85,30 @@ TORCH_LIBRARY(steadystep, m) {
       "float[] weight_decay, bool[] amsgrad, bool[] maximize, bool[] decoupled_weight_decay, "
       "float? max_grad_norm, float norm_type, bool skip_nonfinite, Tensor? grad_scale, "
       "Tensor? found_inf, Tensor(f!) skipped_steps, Tensor? grads_norm, "
-      "Tensor(g!)[] guard_states, str[] guards, float[] guard_args, Tensor(h!)? decisions) -> "
-      "Tensor");
+      "Tensor(g!)[] guard_states, str[] guards, float[] guard_args, Tensor(h!)? decisions, "
+      "Tensor(i!)[] master_params, int? rounding_seed) -> Tensor");
   m.def(
       "fused_sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
       "Tensor(c!)[] steps, int[] group_sizes, float[] lr, float[] momentum, float[] dampening, "
       "float[] weight_decay, bool[] nesterov, bool[] maximize, float? max_grad_norm, "
       "float norm_type, bool skip_nonfinite, Tensor? grad_scale, Tensor? found_inf, "
       "Tensor(d!) skipped_steps, Tensor? grads_norm, Tensor(e!)[] guard_states, str[] guards, "
-      "float[] guard_args, Tensor(f!)? decisions) -> Tensor");
+      "float[] guard_args, Tensor(f!)? decisions, Tensor(g!)[] master_params, int? rounding_seed) "
+      "-> Tensor");
   // Backend kernels of one param group on one device; steps already advanced for this step.
   // grad_multiplier scales the gradients (clip coefficient / grad scale); a nonzero skip
-  // leaves everything untouched.
+  // leaves everything untouched. master_params: empty, or one fp32 master per param (then
+  // fp16/bf16 params). rounding_keys: empty (round to nearest), or one key per param
+  // (rounding::rounding_key) for the stochastic rounding of bf16 params; not with masters.
   m.def(
       "_adam_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
       "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] max_exp_avg_sqs, Tensor[] steps, float lr, "
       "float beta1, float beta2, float eps, float weight_decay, bool amsgrad, bool maximize, "
-      "bool decoupled_weight_decay, Tensor? grad_multiplier, Tensor? skip) -> ()");
+      "bool decoupled_weight_decay, Tensor? grad_multiplier, Tensor? skip, "
+      "Tensor(e!)[] master_params, int[] rounding_keys) -> ()");
   m.def(
       "_sgd_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
       "Tensor[] steps, float lr, float momentum, float dampening, float weight_decay, "
-      "bool nesterov, bool maximize, Tensor? grad_multiplier, Tensor? skip) -> ()");
+      "bool nesterov, bool maximize, Tensor? grad_multiplier, Tensor? skip, "
+      "Tensor(c!)[] master_params, int[] rounding_keys) -> ()");
 }

@@ -27,6 +27,7 @@ one all-reduce per mesh group, then over ``process_group``), handed to the op as
 """
 
 import copy
+import itertools
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -49,10 +50,16 @@ __all__ = ["FusedAdam", "FusedAdamW", "FusedSGD"]
 # optimizer keeps.
 _FUSED_ATTRS = (
     "max_grad_norm", "norm_type", "skip_nonfinite", "write_back_grads", "last_grad_norm", "_skipped_steps",
-    "_step_supports_amp_scaling", "guard", "_decisions",
+    "_step_supports_amp_scaling", "guard", "_decisions", "master_weights", "stochastic_rounding", "state_dtype",
+    "rounding_seed",
 )
 _STATE_DICT_GUARD = "guard"  # top-level state_dict key: the guard policies' state_dicts, in order
 _STATE_DICT_SKIPPED = "skipped_steps"  # top-level state_dict key; torch's load_state_dict ignores it
+_STATE_DICT_SEED = "rounding_seed"  # top-level state_dict key: the stochastic rounding's seed
+_HALF_DTYPES = (torch.float16, torch.bfloat16)  # the param dtypes that get master weights
+_STATE_DTYPES = (torch.float32, torch.bfloat16)  # what state_dtype may be
+# The state tensors that follow state_dtype (the math reads them in fp32 whatever they are).
+_MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
 
 
 def _any_dtensor(tensors: list[Tensor]) -> bool:
@@ -87,10 +94,11 @@ def _kernel_layout(t: Tensor, ref: Tensor, copies: list | None) -> Tensor:
     (dtype, device, shape, sparse) goes to the kernel as is, whose check names it."""
     if t.layout == torch.strided and t.is_contiguous() and ref.is_contiguous():
         return t  # the common case, decided in C (a step over thousands of tensors asks this often)
-    if (t.layout != torch.strided or t.dtype != ref.dtype or t.device != ref.device or t.shape != ref.shape
-            or _same_layout(t, ref)):
+    # A dtype other than the param's is the kernels' to accept (a state in state_dtype, a master)
+    # or refuse; the staging copy keeps it.
+    if t.layout != torch.strided or t.device != ref.device or t.shape != ref.shape or _same_layout(t, ref):
         return t
-    staged = torch.empty_like(ref, memory_format=torch.preserve_format)
+    staged = torch.empty_like(ref, dtype=t.dtype, memory_format=torch.preserve_format)
     staged.copy_(t)
     if copies is not None:
         copies.append((t, staged))
@@ -157,6 +165,23 @@ class _FusedOptimizer(Optimizer):
         return policies
 
     @staticmethod
+    def _check_precision(master_weights: bool, stochastic_rounding: bool, state_dtype: torch.dtype | None,
+                         differentiable: bool) -> None:
+        # Before Optimizer.__init__, as the other refusals.
+        if not isinstance(master_weights, bool):
+            raise TypeError(f"master_weights must be a bool, got {type(master_weights).__name__}")
+        if not isinstance(stochastic_rounding, bool):
+            raise TypeError(f"stochastic_rounding must be a bool, got {type(stochastic_rounding).__name__}")
+        if state_dtype is not None and state_dtype not in _STATE_DTYPES:
+            raise ValueError(f"state_dtype must be None, torch.float32 or torch.bfloat16, got {state_dtype}")
+        if master_weights and stochastic_rounding:
+            raise ValueError("stochastic_rounding rounds bf16 params that have no master; with master_weights=True "
+                             "the masters carry the precision")
+        if differentiable and (master_weights or stochastic_rounding or state_dtype is not None):
+            raise ValueError("master_weights, stochastic_rounding and state_dtype are not supported with "
+                             "differentiable=True")
+
+    @staticmethod
     def _check_process_group(process_group: Any, differentiable: bool) -> None:
         if process_group is None:
             return
@@ -176,7 +201,9 @@ class _FusedOptimizer(Optimizer):
                 raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     def _init_fused(self, max_grad_norm: float | None, norm_type: float, skip_nonfinite: bool,
-                    write_back_grads: bool, process_group: Any = None, guard: tuple = ()) -> None:
+                    write_back_grads: bool, process_group: Any = None, guard: tuple = (),
+                    master_weights: bool = False, stochastic_rounding: bool = False,
+                    state_dtype: torch.dtype | None = None) -> None:
         # Not in state_dict and not pickled (a ProcessGroup is a live handle): see __getstate__.
         self.process_group = process_group
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
@@ -189,6 +216,14 @@ class _FusedOptimizer(Optimizer):
         self._decisions: Tensor | None = None  # fp32 [norm, clip coefficient, skipped], by the op
         # GradScaler.step() sets self.grad_scale / self.found_inf and lets the step unscale.
         self._step_supports_amp_scaling = True
+        self.master_weights = master_weights
+        self.stochastic_rounding = stochastic_rounding
+        self.state_dtype = state_dtype
+        # NOTE [Stochastic rounding]: drawn from torch's default generator (torch.manual_seed
+        # makes a run reproducible; C++ makes the same draw), and only when it is used, so that
+        # other runs' random streams stay as torch's.
+        self.rounding_seed: int | None = (
+            int(torch.randint(0, 2**62, (), dtype=torch.int64)) if stochastic_rounding else None)
 
     # ---- pickling, deepcopy, state_dict ----------------------------------------------------
 
@@ -220,7 +255,9 @@ class _FusedOptimizer(Optimizer):
         for name, value in (("process_group", None), ("max_grad_norm", None), ("norm_type", 2.0),
                             ("skip_nonfinite", True),
                             ("write_back_grads", False), ("last_grad_norm", None), ("_skipped_steps", None),
-                            ("_step_supports_amp_scaling", True), ("guard", ()), ("_decisions", None)):
+                            ("_step_supports_amp_scaling", True), ("guard", ()), ("_decisions", None),
+                            ("master_weights", False), ("stochastic_rounding", False), ("state_dtype", None),
+                            ("rounding_seed", None)):
             self.__dict__.setdefault(name, value)
         for group in self.param_groups:
             for key, value in self._GROUP_DEFAULTS.items():
@@ -237,6 +274,8 @@ class _FusedOptimizer(Optimizer):
         state_dict[_STATE_DICT_SKIPPED] = self.skipped_steps
         if self.guard:
             state_dict[_STATE_DICT_GUARD] = [policy.state_dict() for policy in self.guard]
+        if self.rounding_seed is not None:
+            state_dict[_STATE_DICT_SEED] = self.rounding_seed
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -248,11 +287,71 @@ class _FusedOptimizer(Optimizer):
             raise ValueError(f"loaded state dict holds a guard of {len(guard)} policies, this optimizer's has "
                              f"{len(self.guard)}")
         super().load_state_dict(state_dict)
+        self._restore_precision(state_dict)
+        if self.stochastic_rounding and state_dict.get(_STATE_DICT_SEED) is not None:
+            self.rounding_seed = int(state_dict[_STATE_DICT_SEED])
         for policy, saved in zip(self.guard, guard or ()):
             policy.load_state_dict(saved)
         if skipped is not None:
             device = self._skipped_steps.device if self._skipped_steps is not None else None
             self._skipped_steps = torch.as_tensor(skipped).to(device=device, dtype=torch.int64).clone()
+
+    def _restore_precision(self, state_dict: dict[str, Any]) -> None:
+        """torch's load_state_dict casts every state tensor to its param's dtype; the state in
+        ``state_dtype`` and the fp32 masters are taken again from the loaded dict, at full
+        precision. A master that this optimizer does not keep is dropped (a param without one
+        gets it from the param at its next step)."""
+        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
+        for saved_id, p in zip(saved_ids, params):
+            saved = state_dict["state"].get(saved_id)
+            state = self.state.get(p)
+            if saved is None or state is None:
+                continue
+            want = self._state_dtype_for(p)
+            for key in _MOMENT_KEYS:
+                value = saved.get(key)
+                if isinstance(value, Tensor) and isinstance(state.get(key), Tensor) and state[key].dtype != want:
+                    state[key] = value.detach().to(device=state[key].device, dtype=want, copy=True)
+            master = saved.get("master_param")
+            if isinstance(master, Tensor) and self._keeps_master(p):
+                state["master_param"] = master.detach().to(device=p.device, dtype=torch.float32, copy=True)
+            else:
+                state.pop("master_param", None)
+
+    # ---- precision ------------------------------------------------------------------------
+
+    def _keeps_master(self, p: Tensor) -> bool:
+        return self.master_weights and p.dtype in _HALF_DTYPES
+
+    def _state_dtype_for(self, p: Tensor) -> torch.dtype:
+        """The dtype of p's moments: state_dtype for fp32/fp16/bf16 params; fp32 with master
+        weights and no state_dtype; else (fp64, complex, no option) the param's own."""
+        if p.is_complex() or p.dtype not in (torch.float32, *_HALF_DTYPES):
+            return p.dtype
+        if self.state_dtype is not None:
+            return self.state_dtype
+        return torch.float32 if self._keeps_master(p) else p.dtype
+
+    def _new_moment(self, p: Tensor) -> Tensor:
+        return torch.zeros_like(p, dtype=self._state_dtype_for(p), memory_format=torch.preserve_format)
+
+    def _master(self, p: Tensor, state: dict, pk: Tensor) -> Tensor | None:
+        """The op's master_params entry of p (whose kernel param is pk): its fp32 master, made
+        from the param the first time (also after loading a dict without one); a 0-element
+        placeholder when p has none; None when the optimizer keeps no masters."""
+        if not self.master_weights:
+            return None
+        if not self._keeps_master(p):
+            return torch.empty(0, device=pk.device)
+        master = state.get("master_param")
+        if master is None:
+            master = state["master_param"] = torch.empty_like(
+                p, dtype=torch.float32, memory_format=torch.preserve_format).copy_(p.detach())
+        return master
+
+    def _precision_args(self, masters: list[Tensor]) -> tuple[list[Tensor], int | None]:
+        return masters, (self.rounding_seed if self.stochastic_rounding else None)
 
     # NOTE [torch.compile]: the step is one fused op already; inside a compiled function it runs
     # eagerly (a graph break), so dynamo need not trace the optimizer's Python bookkeeping.
@@ -309,7 +408,7 @@ class _FusedOptimizer(Optimizer):
         guard = self._guard_args([], [], device)
         self.last_grad_norm = torch.ops.steadystep.fused_sgd_(
             [], [], [], [], [], [], [], [], [], [], [], self.max_grad_norm, self.norm_type, self.skip_nonfinite,
-            grad_scale, found_inf, skipped, norm, *guard)
+            grad_scale, found_inf, skipped, norm, *guard, *self._precision_args([]))
 
     @property
     def skipped_steps(self) -> Tensor:
@@ -515,6 +614,20 @@ class FusedAdam(_FusedOptimizer):
             changes no policy state); a step a skip policy vetoes is skipped as a non-finite one
             is. The policies' states are in ``state_dict()["guard"]``;
             :attr:`last_clip_coef` and :attr:`last_skipped` log the decisions without a sync.
+        master_weights (bool): keep an fp32 copy of every fp16/bf16 param in
+            ``state[p]["master_param"]``; the step updates it in fp32 and writes the param as it
+            rounded to nearest, in the same pass, so updates below half a bf16 ulp are not lost.
+            The masters follow torch's Adam on fp32 params bit for bit (given the same
+            gradients); the moments are fp32 unless ``state_dtype`` says otherwise. A loaded
+            state_dict without masters gets them from the params. Default: False.
+        stochastic_rounding (bool): round bf16 params (without masters) stochastically: in
+            expectation the rounded param is the fp32 result. The random bits are a hash of
+            :attr:`rounding_seed` (drawn from torch's default generator at construction, in
+            ``state_dict``), the param and its step count, so runs are reproducible and resume
+            exactly. Not with ``master_weights``. Default: False.
+        state_dtype (torch.dtype, optional): keep ``exp_avg``/``exp_avg_sq`` (and
+            ``max_exp_avg_sq``) of fp32/fp16/bf16 params in torch.float32 or torch.bfloat16; the
+            math is fp32 either way. None: the param's dtype (fp32 with master weights).
     """
 
     _GROUP_DEFAULTS = dict(amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
@@ -541,6 +654,9 @@ class FusedAdam(_FusedOptimizer):
         write_back_grads: bool = False,
         process_group: Any = None,
         guard: Any = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         # torch.optim.Adam's checks, in its order and with its exception types.
         if isinstance(lr, Tensor):
@@ -563,6 +679,7 @@ class FusedAdam(_FusedOptimizer):
         self._check_fused_args(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
         guard = self._check_guard(guard, max_grad_norm, differentiable)
         self._check_process_group(process_group, differentiable)
+        self._check_precision(master_weights, stochastic_rounding, state_dtype, differentiable)
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
             foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
@@ -570,7 +687,8 @@ class FusedAdam(_FusedOptimizer):
         )
         super().__init__(params, defaults)
         self._check_impl_flags(foreach, differentiable, fused)
-        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group, guard)
+        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group, guard,
+                         master_weights, stochastic_rounding, state_dtype)
 
     def _gather(self, group: dict[str, Any]) -> list[tuple[Tensor, dict]]:
         name = type(self).__name__
@@ -583,10 +701,10 @@ class FusedAdam(_FusedOptimizer):
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg"] = self._new_moment(p)
+                state["exp_avg_sq"] = self._new_moment(p)
                 if group["amsgrad"]:
-                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["max_exp_avg_sq"] = self._new_moment(p)
             _state_tensor(name, state, "exp_avg")
             _state_tensor(name, state, "exp_avg_sq")
             if group["amsgrad"]:
@@ -600,7 +718,7 @@ class FusedAdam(_FusedOptimizer):
             beta1, beta2 = group["betas"]  # noqa: F841 - torch's unpacking: its ValueError for != 2 betas
         gathered = [self._gather(group) for group in self.param_groups]
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, sizes = [], [], [], [], [], [], []
-        user_grads, copies, norm_grads = [], [], []
+        user_grads, copies, norm_grads, masters = [], [], [], []
         any_amsgrad = any(g["amsgrad"] for g in self.param_groups)
         for group, members in zip(self.param_groups, gathered):
             for p, state in members:
@@ -619,6 +737,9 @@ class FusedAdam(_FusedOptimizer):
                     max_exp_avg_sqs.append(exp_avg_sqs[-1] if key == "exp_avg_sq"
                                            else _kernel_layout(_as_real(_local(state[key])), pk, copies))
                 steps.append(self._step_state(p, state))
+                master = self._master(p, state, pk)
+                if master is not None:
+                    masters.append(_kernel_layout(_local(master), pk, copies))
             sizes.append(len(members))
         if not params:
             self._idle_step()
@@ -635,7 +756,7 @@ class FusedAdam(_FusedOptimizer):
             [float(g["weight_decay"]) for g in groups], [bool(g["amsgrad"]) for g in groups],
             [bool(g["maximize"]) for g in groups], [bool(g["decoupled_weight_decay"]) for g in groups],
             self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped, grads_norm,
-            *guard,
+            *guard, *self._precision_args(masters),
         )
         self._finish(norm, user_grads, copies)
 
@@ -685,12 +806,16 @@ class FusedAdamW(FusedAdam):
         write_back_grads: bool = False,
         process_group: Any = None,
         guard: Any = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
             max_grad_norm=max_grad_norm, norm_type=norm_type, skip_nonfinite=skip_nonfinite,
             write_back_grads=write_back_grads, process_group=process_group, guard=guard,
+            master_weights=master_weights, stochastic_rounding=stochastic_rounding, state_dtype=state_dtype,
         )
 
     def _fix_group(self, group: dict[str, Any]) -> None:
@@ -711,8 +836,10 @@ class FusedSGD(_FusedOptimizer):
         lr, momentum, dampening, weight_decay, nesterov, maximize: as :class:`torch.optim.SGD`.
         foreach, fused: accepted for compatibility (the combinations torch refuses are refused).
         differentiable: as :class:`FusedAdam` (torch's own SGD update on clipped gradients).
-        max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group: as
+        max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group, guard: as
             :class:`FusedAdam`.
+        master_weights, stochastic_rounding, state_dtype: as :class:`FusedAdam`
+            (``state_dtype`` sets the ``momentum_buffer``'s dtype).
     """
 
     _GROUP_DEFAULTS = dict(nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False)
@@ -736,6 +863,9 @@ class FusedSGD(_FusedOptimizer):
         write_back_grads: bool = False,
         process_group: Any = None,
         guard: Any = None,
+        master_weights: bool = False,
+        stochastic_rounding: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         # torch.optim.SGD's checks, in its order and with its exception types.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -747,13 +877,15 @@ class FusedSGD(_FusedOptimizer):
         self._check_fused_args(max_grad_norm, norm_type, skip_nonfinite, write_back_grads)
         guard = self._check_guard(guard, max_grad_norm, differentiable)
         self._check_process_group(process_group, differentiable)
+        self._check_precision(master_weights, stochastic_rounding, state_dtype, differentiable)
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
             maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused,
         )
         super().__init__(params, defaults)
         self._check_impl_flags(foreach, differentiable, fused)
-        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group, guard)
+        self._init_fused(max_grad_norm, norm_type, skip_nonfinite, write_back_grads, process_group, guard,
+                         master_weights, stochastic_rounding, state_dtype)
 
     def _sgd_step_state(self, p: Tensor, state: dict, momentum: float) -> Tensor:
         if "step" not in state:
@@ -764,13 +896,14 @@ class FusedSGD(_FusedOptimizer):
             # The kernels initialise the buffer from the gradient on a param's first step, so
             # an absent buffer (momentum switched on, a momentum-free checkpoint) restarts the
             # count: torch sets buf = grad whenever the buffer is missing.
-            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["momentum_buffer"] = self._new_moment(p)
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         return self._step_state(p, state)
 
     def _fused_step(self) -> None:
         self._check_fused_devices()
         params, grads, buffers, steps, sizes, user_grads, copies, norm_grads = [], [], [], [], [], [], [], []
+        masters = []
         name = type(self).__name__
         for group in self.param_groups:
             count = 0
@@ -799,6 +932,9 @@ class FusedSGD(_FusedOptimizer):
                 else:
                     buffers.append(gk)  # placeholder: the kernels never read it without momentum
                 steps.append(step)
+                master = self._master(p, state, pk)
+                if master is not None:
+                    masters.append(_kernel_layout(_local(master), pk, copies))
                 count += 1
             sizes.append(count)
         if not params:
@@ -815,7 +951,7 @@ class FusedSGD(_FusedOptimizer):
             [float(g["dampening"]) for g in groups], [float(g["weight_decay"]) for g in groups],
             [bool(g["nesterov"]) for g in groups], [bool(g["maximize"]) for g in groups],
             self.max_grad_norm, self.norm_type, self.skip_nonfinite, grad_scale, found_inf, skipped, grads_norm,
-            *guard,
+            *guard, *self._precision_args(masters),
         )
         self._finish(norm, user_grads, copies)
 

@@ -222,16 +222,16 @@ def steps(n=2):
 def adam(params, grads, m, v, vmax, st, amsgrad=False):
     return ops.fused_adam_(params, grads, m, v, vmax, st, [len(params)], [1e-3], [0.9], [0.999], [1e-8],
                            [0.0], [amsgrad], [False], [False], None, 2.0, False, None, None,
-                           torch.zeros((), dtype=torch.int64), None, [], [], [], None)
+                           torch.zeros((), dtype=torch.int64), None, [], [], [], None, [], None)
 def sgd(params, grads, bufs, st, momentum=0.9):
     return ops.fused_sgd_(params, grads, bufs, st, [len(params)], [1e-3], [momentum], [0.0], [0.0],
                           [False], [False], None, 2.0, False, None, None, torch.zeros((), dtype=torch.int64),
-                          None, [], [], [], None)
+                          None, [], [], [], None, [], None)
 def adam_kernel(params, grads, m, v, vmax, st, amsgrad=False):
     return ops._adam_step_(params, grads, m, v, vmax, st, 1e-3, 0.9, 0.999, 1e-8, 0.0, amsgrad, False, False,
-                           None, None)
+                           None, None, [], [])
 def sgd_kernel(params, grads, bufs, st, momentum=0.9):
-    return ops._sgd_step_(params, grads, bufs, st, 1e-3, momentum, 0.0, 0.0, False, False, None, None)
+    return ops._sgd_step_(params, grads, bufs, st, 1e-3, momentum, 0.0, 0.0, False, False, None, None, [], [])
 
 cases = {
     "adam:exp_avgs": lambda: adam(ps(), ps(), [], ps(), [], steps()),
@@ -294,7 +294,7 @@ def _adam_op_step(params, grads, state, step_count):
     torch.ops.steadystep.fused_adam_(
         params, grads, state["exp_avg"], state["exp_avg_sq"], [], steps, [len(params)], [1e-2], [0.9],
         [0.999], [1e-8], [0.0], [False], [False], [False], None, 2.0, False, None, None,
-        torch.zeros((), dtype=torch.int64), None, [], [], [], None)
+        torch.zeros((), dtype=torch.int64), None, [], [], [], None, [], None)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

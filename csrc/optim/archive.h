@@ -7,9 +7,10 @@
 // into them and theirs load into LibTorch's:
 //   - a `step` is read as LibTorch's int64 or as a tensor (older steadystep archives), and
 //     written as int64 (LibTorch's AdamParamState reads nothing else);
-//   - fields LibTorch does not know (maximize, decoupled_weight_decay, the clipping settings)
-//     are written after LibTorch's, which it ignores; read back, an absent one keeps the
-//     optimizer's own value;
+//   - fields LibTorch does not know (maximize, decoupled_weight_decay, the clipping and
+//     low-precision settings; a state's master_param) are written after LibTorch's, which it
+//     ignores; read back, an absent one keeps the optimizer's own value (an absent master is
+//     made from the param at the next step);
 //   - a missing required field, or a value of the wrong kind, is a c10::Error that names the
 //     field and what the archive holds, raised before anything changes.
 // torch::optim::serialize itself cannot do this: it asserts on a missing non-tensor field and
@@ -42,6 +43,8 @@ class FieldReader {
   torch::Tensor tensor(const c10::IValue& value, const std::string& key) const;
   /// A step count, written as LibTorch's int64 or as a one-element tensor: fp32 0-dim, on CPU.
   torch::Tensor step(const c10::IValue& value) const;
+  /// A dtype written by write_precision: None or the ScalarType's number.
+  std::optional<c10::ScalarType> dtype(const c10::IValue& value, const std::string& key) const;
 
  private:
   torch::serialize::InputArchive& archive_;
@@ -61,6 +64,25 @@ void read_clip_settings(FieldReader& r, Options& options) {
   }
   if (auto v = r.find("skip_nonfinite")) {
     options.skip_nonfinite(r.flag(*v, "skip_nonfinite"));
+  }
+}
+
+/// Writes the low-precision settings into an options archive (after LibTorch's fields).
+void write_precision(torch::serialize::OutputArchive& archive, bool master_weights,
+                     bool stochastic_rounding, std::optional<c10::ScalarType> state_dtype);
+
+/// Reads the low-precision settings a steadystep archive holds into `options`; an archive
+/// without them (LibTorch's, earlier steadystep builds') leaves them as they are.
+template <typename Options>
+void read_precision(FieldReader& r, Options& options) {
+  if (auto v = r.find("master_weights")) {
+    options.master_weights(r.flag(*v, "master_weights"));
+  }
+  if (auto v = r.find("stochastic_rounding")) {
+    options.stochastic_rounding(r.flag(*v, "stochastic_rounding"));
+  }
+  if (auto v = r.find("state_dtype")) {
+    options.state_dtype(r.dtype(*v, "state_dtype"));
   }
 }
 
@@ -85,6 +107,9 @@ void write(torch::serialize::OutputArchive& archive, const torch::optim::Optimiz
 /// load_state_dict does), same strides; `what` names it when the shapes differ.
 torch::Tensor like_param(const torch::Tensor& loaded, const torch::Tensor& param,
                          const std::string& what);
+/// The same in `dtype` (a state kept in state_dtype, an fp32 master).
+torch::Tensor like_param(const torch::Tensor& loaded, const torch::Tensor& param,
+                         c10::ScalarType dtype, const std::string& what);
 
 /// A step tensor as LibTorch writes a step: int64 (reads the device value back to the host).
 c10::IValue step_value(const torch::Tensor& step);
@@ -111,8 +136,9 @@ void with_context(const std::string& context, Body body) {
 /// archive lacks keep their value) and every state are read and checked first, then the
 /// state is replaced by the archive's (as torch's load_state_dict does: a parameter the
 /// archive has no state for starts afresh), the groups' options too, and the optimizer-wide
-/// clipping settings become the archive's. `check_options` validates one group's options;
-/// `place_state` fills in and moves one state beside its parameter.
+/// clipping and low-precision settings become the archive's. `check_options` validates one
+/// group's options; `place_state(state, param, options)` fills in and moves one state beside
+/// its parameter, in the dtypes the loaded optimizer-wide `options` keep it in.
 template <typename Options, typename State, typename CheckOptions, typename PlaceState>
 void load(torch::serialize::InputArchive& archive, torch::optim::Optimizer& optimizer,
           const std::string& who, CheckOptions check_options, PlaceState place_state) {
@@ -131,6 +157,10 @@ void load(torch::serialize::InputArchive& archive, torch::optim::Optimizer& opti
     }
     options.push_back(std::move(o));
   }
+  // The optimizer-wide settings the loaded optimizer will have (those of group 0, which the
+  // other groups were checked to match).
+  const Options& wide =
+      options.empty() ? static_cast<const Options&>(optimizer.defaults()) : *options[0];
   std::vector<std::pair<void*, std::unique_ptr<State>>> states;
   for (size_t g = 0; g < groups.size(); ++g) {
     for (size_t j = 0; j < matched.states[g].size(); ++j) {
@@ -143,7 +173,7 @@ void load(torch::serialize::InputArchive& archive, torch::optim::Optimizer& opti
                                " of param group " + std::to_string(g);
       with_context(what, [&] {
         state->serialize(*matched.states[g][j]);
-        place_state(*state, param);
+        place_state(*state, param, wide);
       });
       states.emplace_back(param.unsafeGetTensorImpl(), std::move(state));
     }
@@ -154,10 +184,13 @@ void load(torch::serialize::InputArchive& archive, torch::optim::Optimizer& opti
     optimizer.state()[key] = std::move(state);
   }
   if (!options.empty()) {
-    auto& wide = static_cast<Options&>(optimizer.defaults());
-    wide.max_grad_norm(options[0]->max_grad_norm());
-    wide.norm_type(options[0]->norm_type());
-    wide.skip_nonfinite(options[0]->skip_nonfinite());
+    auto& defaults = static_cast<Options&>(optimizer.defaults());
+    defaults.max_grad_norm(options[0]->max_grad_norm());
+    defaults.norm_type(options[0]->norm_type());
+    defaults.skip_nonfinite(options[0]->skip_nonfinite());
+    defaults.master_weights(options[0]->master_weights());
+    defaults.stochastic_rounding(options[0]->stochastic_rounding());
+    defaults.state_dtype(options[0]->state_dtype());
   }
   for (size_t g = 0; g < groups.size(); ++g) {
     groups[g].set_options(std::move(options[g]));

@@ -57,6 +57,39 @@ void FusedOptimizer::restore_skipped_steps(std::optional<int64_t> count) {
       torch::full({}, count.value_or(0), torch::TensorOptions().dtype(torch::kLong).device(device));
 }
 
+void FusedOptimizer::draw_rounding_seed() {
+  // Python's int(torch.randint(0, 2**62, (), dtype=torch.int64)): the same draw from the same
+  // default generator, so that torch::manual_seed / torch.manual_seed give both one seed.
+  rounding_seed_ = torch::randint(0, int64_t(1) << 62, {}, torch::kLong).item<int64_t>();
+}
+
+std::optional<int64_t> FusedOptimizer::step_rounding_seed(bool stochastic_rounding) {
+  if (!stochastic_rounding) {
+    return std::nullopt;
+  }
+  if (!rounding_seed_) {
+    draw_rounding_seed();  // switched on after construction
+  }
+  return rounding_seed_;
+}
+
+void FusedOptimizer::save_rounding_seed(torch::serialize::OutputArchive& archive) const {
+  if (rounding_seed_) {
+    archive.write("rounding_seed", c10::IValue(*rounding_seed_));
+  }
+}
+
+std::optional<int64_t> FusedOptimizer::read_rounding_seed(torch::serialize::InputArchive& archive,
+                                                          const std::string& who) {
+  c10::IValue seed;
+  if (!archive.try_read("rounding_seed", seed)) {
+    return std::nullopt;
+  }
+  TORCH_CHECK(seed.isInt(), who, "::load: 'rounding_seed' in the archive is ", seed.tagKind(),
+              ", expected an int64");
+  return seed.toInt();
+}
+
 torch::Tensor FusedOptimizer::last_clip_coef() const {
   return decisions_.defined() ? decisions_.select(0, 1) : torch::Tensor();
 }
@@ -143,6 +176,10 @@ std::string show(const std::optional<double>& max_grad_norm) {
   return out.str();
 }
 
+std::string show(const std::optional<c10::ScalarType>& dtype) {
+  return dtype ? std::string(c10::toString(*dtype)) : std::string("unset");
+}
+
 }  // namespace
 
 FusedAdamOptions& FusedAdamOptions::process_group(
@@ -178,6 +215,7 @@ std::optional<at::Tensor> global_grads_norm(const std::vector<at::Tensor>& grads
 void check_group_clip(const std::string& who, size_t group, const ClipSettings& in_group,
                       const ClipSettings& optimizer_wide) {
   std::ostringstream differs;
+  bool precision = false;
   if (in_group.max_grad_norm != optimizer_wide.max_grad_norm) {
     differs << "max_grad_norm " << show(in_group.max_grad_norm) << " where the optimizer's is "
             << show(optimizer_wide.max_grad_norm);
@@ -192,14 +230,61 @@ void check_group_clip(const std::string& who, size_t group, const ClipSettings& 
   } else if (in_group.process_group.get() != optimizer_wide.process_group.get()) {
     differs << "process_group " << show(in_group.process_group) << " where the optimizer's is "
             << show(optimizer_wide.process_group);
+  } else if (in_group.master_weights != optimizer_wide.master_weights) {
+    precision = true;
+    differs << "master_weights " << std::boolalpha << in_group.master_weights
+            << " where the optimizer's is " << optimizer_wide.master_weights;
+  } else if (in_group.stochastic_rounding != optimizer_wide.stochastic_rounding) {
+    precision = true;
+    differs << "stochastic_rounding " << std::boolalpha << in_group.stochastic_rounding
+            << " where the optimizer's is " << optimizer_wide.stochastic_rounding;
+  } else if (in_group.state_dtype != optimizer_wide.state_dtype) {
+    precision = true;
+    differs << "state_dtype " << show(in_group.state_dtype) << " where the optimizer's is "
+            << show(optimizer_wide.state_dtype);
   } else {
     return;
+  }
+  if (precision) {
+    TORCH_CHECK_VALUE(false, who, ": param group ", group, " sets ", differs.str(),
+                      ". master_weights, stochastic_rounding and state_dtype apply to all param "
+                      "groups together: set them in the options the optimizer is constructed "
+                      "with, and give every group the same values (per-group precision is not "
+                      "supported)");
   }
   TORCH_CHECK_VALUE(
       false, who, ": param group ", group, " sets ", differs.str(),
       ". max_grad_norm, norm_type, skip_nonfinite, guard and process_group clip and "
       "guard all param groups together: set them in the options the optimizer is constructed with, "
       "and give every group the same values (per-group clipping is not supported)");
+}
+
+void check_precision(bool master_weights, bool stochastic_rounding,
+                     std::optional<c10::ScalarType> state_dtype) {
+  TORCH_CHECK_VALUE(!(master_weights && stochastic_rounding),
+                    "stochastic_rounding rounds bf16 params that have no master; with "
+                    "master_weights=True the masters carry the precision");
+  TORCH_CHECK_VALUE(
+      !state_dtype || *state_dtype == torch::kFloat || *state_dtype == torch::kBFloat16,
+      "state_dtype must be unset (the param's dtype), kFloat or kBFloat16, got ",
+      show(state_dtype));
+}
+
+bool keeps_master(const at::Tensor& param, bool master_weights) {
+  return master_weights &&
+         (param.scalar_type() == torch::kHalf || param.scalar_type() == torch::kBFloat16);
+}
+
+c10::ScalarType state_dtype_for(const at::Tensor& param, bool master_weights,
+                                std::optional<c10::ScalarType> state_dtype) {
+  const c10::ScalarType own = param.scalar_type();
+  if (own == torch::kDouble || c10::isComplexType(own)) {
+    return own;
+  }
+  if (state_dtype) {
+    return *state_dtype;
+  }
+  return keeps_master(param, master_weights) ? torch::kFloat : own;
 }
 
 namespace archive {
@@ -348,13 +433,39 @@ void write(torch::serialize::OutputArchive& archive, const torch::optim::Optimiz
 
 torch::Tensor like_param(const torch::Tensor& loaded, const torch::Tensor& param,
                          const std::string& what) {
+  return like_param(loaded, param, param.scalar_type(), what);
+}
+
+torch::Tensor like_param(const torch::Tensor& loaded, const torch::Tensor& param,
+                         c10::ScalarType dtype, const std::string& what) {
   TORCH_CHECK(loaded.sizes() == param.sizes(), what, " has shape ", loaded.sizes(),
               " but its parameter has shape ", param.sizes());
-  torch::Tensor t = loaded.detach().to(param.device(), param.scalar_type());
+  torch::Tensor t = loaded.detach().to(param.device(), dtype);
   if (t.strides() != param.strides()) {
-    t = torch::empty_like(param, torch::MemoryFormat::Preserve).copy_(t);
+    t = torch::empty_like(param, param.options().dtype(dtype), torch::MemoryFormat::Preserve)
+            .copy_(t);
   }
   return t;
+}
+
+void write_precision(torch::serialize::OutputArchive& archive, bool master_weights,
+                     bool stochastic_rounding, std::optional<c10::ScalarType> state_dtype) {
+  archive.write("master_weights", c10::IValue(master_weights));
+  archive.write("stochastic_rounding", c10::IValue(stochastic_rounding));
+  archive.write("state_dtype",
+                state_dtype ? c10::IValue(static_cast<int64_t>(*state_dtype)) : c10::IValue());
+}
+
+std::optional<c10::ScalarType> FieldReader::dtype(const c10::IValue& value,
+                                                  const std::string& key) const {
+  if (value.isNone()) {
+    return std::nullopt;
+  }
+  TORCH_CHECK(value.isInt() && value.toInt() >= 0 &&
+                  value.toInt() < static_cast<int64_t>(c10::ScalarType::NumOptions),
+              where_, ": '", key, "' in the archive is ", value.tagKind(),
+              ", expected None or a dtype's number");
+  return static_cast<c10::ScalarType>(value.toInt());
 }
 
 c10::IValue step_value(const torch::Tensor& step) {

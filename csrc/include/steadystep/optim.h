@@ -34,6 +34,25 @@ namespace steadystep {
 /// skips the same steps, and the shards never diverge. Every rank must call step(), also a rank
 /// whose parameters have no gradient. Not part of an archive (a group is not training state):
 /// a loaded optimizer keeps its own.
+///
+/// Low precision (optimizer-wide too, and in the archive; a LibTorch archive keeps the
+/// optimizer's own values):
+///   - `master_weights`: fp16/bf16 params get an fp32 master copy (the state's `master_param`,
+///     made from the param at its first step, or at the first step after loading an archive
+///     without one). The step updates the master in fp32 and writes the param as the master
+///     rounded to nearest, in one pass: the masters are bitwise what the fp32 step computes on
+///     fp32 copies of the params fed the same gradients. No effect on fp32/fp64 params.
+///   - `stochastic_rounding`: bf16 params without a master are rounded from the fp32 result
+///     stochastically (unbiased), with random bits drawn from `rounding_seed()`, the param's
+///     position in the step and the step count (NOTE [Stochastic rounding]): reproducible, and
+///     a resumed run rounds as the uninterrupted one. No effect on other dtypes. Refused
+///     together with `master_weights` (the masters carry the precision then).
+///   - `state_dtype` (kFloat or kBFloat16; unset: the param's dtype, or fp32 for params with a
+///     master): the dtype exp_avg, exp_avg_sq and max_exp_avg_sq are kept in, for fp32, fp16
+///     and bf16 params (fp64 params keep fp64). The math stays fp32; the state is written
+///     rounded to nearest.
+/// A refused combination, or a state_dtype other than these two, is a c10::ValueError at
+/// construction (and at a step, for options changed since), before anything changes.
 struct FusedAdamOptions : public torch::optim::OptimizerCloneableOptions<FusedAdamOptions> {
   FusedAdamOptions(double lr = 1e-3) : lr_(lr) {}
   TORCH_ARG(double, lr) = 1e-3;
@@ -47,6 +66,9 @@ struct FusedAdamOptions : public torch::optim::OptimizerCloneableOptions<FusedAd
   TORCH_ARG(std::optional<double>, max_grad_norm) = std::nullopt;
   TORCH_ARG(double, norm_type) = 2.0;
   TORCH_ARG(bool, skip_nonfinite) = true;
+  TORCH_ARG(bool, master_weights) = false;
+  TORCH_ARG(bool, stochastic_rounding) = false;
+  TORCH_ARG(std::optional<c10::ScalarType>, state_dtype) = std::nullopt;
   /// Gradient guard policies (optimizer-wide, like the clipping settings): at most one clip
   /// policy (ZScoreClip, PercentileClip; then max_grad_norm must be unset), any skip policies
   /// (SpikeSkip), and AdaptiveGradClip. Decided on the device inside the step; their states are
@@ -77,6 +99,8 @@ struct FusedAdamParamState
   TORCH_ARG(torch::Tensor, exp_avg);
   TORCH_ARG(torch::Tensor, exp_avg_sq);
   TORCH_ARG(torch::Tensor, max_exp_avg_sq) = {};
+  /// The fp32 master copy of an fp16/bf16 param (`master_weights`); undefined otherwise.
+  TORCH_ARG(torch::Tensor, master_param) = {};
 
  public:
   void serialize(torch::serialize::InputArchive& archive) override;
@@ -84,8 +108,9 @@ struct FusedAdamParamState
 };
 
 /// Options of `FusedSGD`: torch::optim::SGDOptions' fields plus `maximize`, and the
-/// optimizer-wide clipping settings and `process_group` (as in `FusedAdamOptions`: the same in
-/// every group).
+/// optimizer-wide clipping settings, `process_group` and low-precision settings
+/// (`master_weights`, `stochastic_rounding`, `state_dtype`: the dtype of `momentum_buffer`), as
+/// in `FusedAdamOptions`: the same in every group.
 struct FusedSGDOptions : public torch::optim::OptimizerCloneableOptions<FusedSGDOptions> {
   FusedSGDOptions(double lr = 1e-3) : lr_(lr) {}
   TORCH_ARG(double, lr) = 1e-3;
@@ -97,6 +122,9 @@ struct FusedSGDOptions : public torch::optim::OptimizerCloneableOptions<FusedSGD
   TORCH_ARG(std::optional<double>, max_grad_norm) = std::nullopt;
   TORCH_ARG(double, norm_type) = 2.0;
   TORCH_ARG(bool, skip_nonfinite) = true;
+  TORCH_ARG(bool, master_weights) = false;
+  TORCH_ARG(bool, stochastic_rounding) = false;
+  TORCH_ARG(std::optional<c10::ScalarType>, state_dtype) = std::nullopt;
   /// Gradient guard policies (optimizer-wide, like the clipping settings): at most one clip
   /// policy (ZScoreClip, PercentileClip; then max_grad_norm must be unset), any skip policies
   /// (SpikeSkip), and AdaptiveGradClip. Decided on the device inside the step; their states are
@@ -125,6 +153,8 @@ struct FusedSGDOptions : public torch::optim::OptimizerCloneableOptions<FusedSGD
 struct FusedSGDParamState : public torch::optim::OptimizerCloneableParamState<FusedSGDParamState> {
   TORCH_ARG(torch::Tensor, step);
   TORCH_ARG(torch::Tensor, momentum_buffer) = {};
+  /// The fp32 master copy of an fp16/bf16 param (`master_weights`); undefined otherwise.
+  TORCH_ARG(torch::Tensor, master_param) = {};
 
  public:
   void serialize(torch::serialize::InputArchive& archive) override;
@@ -146,11 +176,13 @@ struct FusedSGDParamState : public torch::optim::OptimizerCloneableParamState<Fu
 ///     settings, which they do not have. Archives of earlier steadystep builds (fp32
 ///     tensor steps) load into steadystep only;
 ///   - loading replaces the state, the groups' options and `skipped_steps()` with the
-///     archive's, and the optimizer-wide clipping settings with the archive's when it has them
-///     (a LibTorch archive: none of these three, and the count starts at zero); an archive of
-///     another optimizer, or of other groups, is refused with a c10::Error naming what it
-///     holds, before anything changes. Loaded state moves to its parameter's device and
-///     dtype, as torch's load_state_dict does. `save` reads the step counts back to the host.
+///     archive's, and the optimizer-wide clipping and low-precision settings and
+///     `rounding_seed()` with the archive's when it has them (a LibTorch archive: none of
+///     these, and the count starts at zero); an archive of another optimizer, or of other
+///     groups, is refused with a c10::Error naming what it holds, before anything changes.
+///     Loaded state moves to its parameter's device and to the dtype this optimizer keeps it
+///     in (the param's, as torch's load_state_dict does, unless `state_dtype` or a master says
+///     otherwise); a master stays fp32. `save` reads the step counts back to the host.
 class FusedOptimizer : public torch::optim::Optimizer {
  public:
   /// The fp32 0-dim norm of the gradients at the last step (undefined before the first step,
@@ -163,6 +195,12 @@ class FusedOptimizer : public torch::optim::Optimizer {
   /// device tensors (undefined before the first step); readable without a sync.
   torch::Tensor last_clip_coef() const;
   torch::Tensor last_skipped() const;
+  /// The seed of stochastic rounding: drawn at construction when `stochastic_rounding` is on,
+  /// from torch's default CPU generator (`torch::randint(0, 2^62)`, the draw the Python
+  /// optimizer makes, so that torch::manual_seed gives both the same seed); 0 when it was
+  /// never drawn, set or loaded. In the archive ("rounding_seed"), restored by load.
+  int64_t rounding_seed() const { return rounding_seed_.value_or(0); }
+  void rounding_seed(int64_t seed) { rounding_seed_ = seed; }
 
  protected:
   using torch::optim::Optimizer::Optimizer;
@@ -197,6 +235,21 @@ class FusedOptimizer : public torch::optim::Optimizer {
   static void load_guard(torch::serialize::InputArchive& archive,
                          const std::vector<std::shared_ptr<GradientGuard>>& guard,
                          const std::string& who);
+  /// Draws the seed (at construction, or at a step that finds stochastic rounding switched on
+  /// and no seed).
+  void draw_rounding_seed();
+  /// What the op takes as `rounding_seed` (none: round to nearest).
+  std::optional<int64_t> step_rounding_seed(bool stochastic_rounding);
+  /// The seed in an archive (when one was drawn or set), and back (none: LibTorch's archives,
+  /// or one without a seed: the optimizer keeps its own).
+  void save_rounding_seed(torch::serialize::OutputArchive& archive) const;
+  static std::optional<int64_t> read_rounding_seed(torch::serialize::InputArchive& archive,
+                                                   const std::string& who);
+  void restore_rounding_seed(std::optional<int64_t> seed) {
+    if (seed) {
+      rounding_seed_ = seed;
+    }
+  }
   /// Records what the fused op returned (an empty tensor: no norm was computed).
   void record_norm(const torch::Tensor& norm) {
     last_grad_norm_ = norm.numel() ? norm : torch::Tensor();
@@ -206,6 +259,7 @@ class FusedOptimizer : public torch::optim::Optimizer {
   torch::Tensor last_grad_norm_;
   torch::Tensor skipped_steps_;
   torch::Tensor decisions_;
+  std::optional<int64_t> rounding_seed_;
 };
 
 /// Adam (AdamW with `decoupled_weight_decay(true)`) with global-norm clipping over all its

@@ -58,16 +58,16 @@ def cases(device):
         "fused_adam_": (ops.fused_adam_.default,
                         (p, g, m, v, vmax, steps, [1, 2], [1e-3, 1e-2], [0.9, 0.8], [0.999, 0.99], [1e-8, 1e-8],
                          [0.0, 0.1], [True, False], [False, True], [False, True], 1.0, 2.0, True, None, None, count,
-                         None, [], [], [], torch.zeros(3, device=device))),
+                         None, [], [], [], torch.zeros(3, device=device), [], None)),
         "fused_sgd_": (ops.fused_sgd_.default,
                        (sp, sg, buf, sst, [3], [0.1], [0.9], [0.0], [0.01], [True], [False], 0.5, 2.0, True,
-                        None, None, count.clone(), torch.tensor(7.0, device=device), [], [], [], None)),
+                        None, None, count.clone(), torch.tensor(7.0, device=device), [], [], [], None, [], None)),
         "_adam_step_": (ops._adam_step_.default,
                         (*step_lists(device), 1e-3, 0.9, 0.999, 1e-8, 0.0, True, False, False,
-                         torch.tensor(0.5, device=device), torch.tensor(0.0, device=device))),
+                         torch.tensor(0.5, device=device), torch.tensor(0.0, device=device), [], [])),
         "_sgd_step_": (ops._sgd_step_.default,
                        (*[step_lists(device)[i] for i in (0, 1, 2)], [torch.ones((), device=device)] * 3,
-                        0.1, 0.9, 0.0, 0.0, False, False, None, None)),
+                        0.1, 0.9, 0.0, 0.0, False, False, None, None, [], [])),
     }
 
 
@@ -103,10 +103,10 @@ def guarded_cases(device):
                  torch.zeros(3, device=device))
         out[f"fused_adam_/{name}"] = (ops.fused_adam_.default, (
             p, g, m, v, vmax, steps, [3], [1e-3], [0.9], [0.999], [1e-8], [0.0], [True], [False], [True],
-            None, 2.0, True, None, None, count.clone(), None, *guard))
+            None, 2.0, True, None, None, count.clone(), None, *guard, [], None))
         out[f"fused_sgd_/{name}"] = (ops.fused_sgd_.default, (
             p, g, m, steps, [3], [0.1], [0.9], [0.0], [0.01], [True], [False], None, 2.0, True, None, None,
-            count.clone(), None, *copy.deepcopy(guard)))
+            count.clone(), None, *copy.deepcopy(guard), [], None))
     return out
 
 
@@ -114,6 +114,78 @@ def guarded_cases(device):
 @pytest.mark.parametrize("name", sorted(guarded_cases("cpu")))
 def test_opcheck_guarded_fused_steps(device, name):
     op, args = guarded_cases(device)[name]
+    opcheck(op, args)
+
+
+def precision_cases(device):
+    """The fused steps and their backend kernels with the low-precision arguments: fp32 masters
+    of fp16/bf16 params (a 0-element placeholder for a param without one), rounding keys / a
+    rounding seed for bf16 params (stochastic rounding), and states in bf16 or fp32 whatever the
+    param's dtype. Masters differ from their params (as after a few steps) so that the kernels'
+    writes of the rounded master are seen."""
+    shapes = [(5, 3), (7,), (4,)]
+    gen = torch.Generator().manual_seed(3)
+
+    def rand(shape, dtype):
+        return torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+
+    def lists(dtypes, state_dtypes, masters=False):
+        params = [rand(s, d) for s, d in zip(shapes, dtypes)]
+        grads = [rand(s, d) for s, d in zip(shapes, dtypes)]
+        # exp_avg_sq >= 0 (its square root is taken).
+        states = [[rand(s, sd).abs() for s, sd in zip(shapes, state_dtypes)] for _ in range(3)]
+        steps = [torch.full((), 3.0, device=device) for _ in shapes]
+        if masters:
+            master = [p.float() + 1e-3 * torch.randn(p.shape, generator=gen).to(device) if p.dtype in (
+                torch.float16, torch.bfloat16) else torch.empty(0, device=device) for p in params]
+        else:
+            master = []
+        return params, grads, states, steps, master
+
+    bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
+    keys = [123456789, -987654321012345, 2**62 - 1]
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    out = {}
+    # Backend kernels: one group, one dtype of params.
+    for name, dtypes, sdt, masters, rkeys in (
+        ("masters-bf16", (bf16,) * 3, (fp32,) * 3, True, []),
+        ("masters-fp16-bf16_state", (fp16,) * 3, (bf16,) * 3, True, []),
+        ("stochastic-bf16", (bf16,) * 3, (bf16,) * 3, False, keys),
+        ("stochastic-fp32_state", (bf16,) * 3, (fp32,) * 3, False, keys),
+        ("bf16_state-fp32", (fp32,) * 3, (bf16,) * 3, False, []),
+        ("fp32_state-bf16", (bf16,) * 3, (fp32,) * 3, False, []),
+    ):
+        p, g, (m, v, vmax), steps, master = lists(dtypes, sdt, masters)
+        out[f"_adam_step_/{name}"] = (ops._adam_step_.default, (
+            p, g, m, v, vmax, steps, 1e-3, 0.9, 0.999, 1e-8, 0.01, True, False, True,
+            torch.tensor(0.5, device=device), torch.tensor(0.0, device=device), master, list(rkeys)))
+        p, g, (buf, _, _), steps, master = lists(dtypes, sdt, masters)
+        out[f"_sgd_step_/{name}"] = (ops._sgd_step_.default, (
+            p, g, buf, steps, 0.1, 0.9, 0.0, 0.01, True, False, torch.tensor(0.5, device=device), None, master,
+            list(rkeys)))
+    # The composites: mixed dtypes in one call, clipping on, two groups.
+    for name, dtypes, sdt, masters, seed in (
+        ("masters", (bf16, fp32, fp16), (fp32, fp32, fp32), True, None),
+        ("stochastic", (bf16, fp32, bf16), (bf16, fp32, bf16), False, 2**61 + 12345),
+        ("bf16_state", (fp32, bf16, fp32), (bf16, bf16, bf16), False, None),
+    ):
+        p, g, (m, v, vmax), steps, master = lists(dtypes, sdt, masters)
+        out[f"fused_adam_/{name}"] = (ops.fused_adam_.default, (
+            p, g, m, v, vmax, steps, [1, 2], [1e-3, 1e-2], [0.9, 0.8], [0.999, 0.99], [1e-8, 1e-8], [0.0, 0.1],
+            [True, False], [False, True], [False, True], 1.0, 2.0, True, None, None, count.clone(), None, [], [],
+            [], torch.zeros(3, device=device), master, seed))
+        p, g, (buf, _, _), steps, master = lists(dtypes, sdt, masters)
+        out[f"fused_sgd_/{name}"] = (ops.fused_sgd_.default, (
+            p, g, buf, steps, [2, 1], [0.1, 0.05], [0.9, 0.5], [0.0, 0.1], [0.01, 0.0], [True, False],
+            [False, False], 0.5, 2.0, True, None, None, count.clone(), None, [], [], [],
+            torch.zeros(3, device=device), master, seed))
+    return out
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("name", sorted(precision_cases("cpu")))
+def test_opcheck_low_precision_steps(device, name):
+    op, args = precision_cases(device)[name]
     opcheck(op, args)
 
 

@@ -4,13 +4,15 @@
 
 #include "cuda/elementwise.cuh"
 #include "cuda/fused_optim.cuh"
+#include "cuda/fused_step.cuh"
 #include "cuda/multi_tensor_apply.cuh"
 
 namespace steadystep::cuda {
 
 namespace {
 
-constexpr int kParam = 0, kGrad = 1, kExpAvg = 2, kExpAvgSq = 3, kMaxExpAvgSq = 4, kStep = 5;
+constexpr int kParam = 0, kGrad = 1, kExpAvg = 2, kExpAvgSq = 3, kMaxExpAvgSq = 4, kStep = 5,
+              kLast = 6;
 
 // NOTE [Adam arithmetic]: the arithmetic of the CPU kernel (NOTE [Torch's rounding] in
 // csrc/cpu/fused_optim_kernels.cpp), which is torch's single-tensor Adam op by op: exp_avg by
@@ -19,16 +21,28 @@ constexpr int kParam = 0, kGrad = 1, kExpAvg = 2, kExpAvgSq = 3, kMaxExpAvgSq = 
 // sqrt(bias_correction2) + eps, param += (-step_size * exp_avg) / denom; bias corrections and
 // the step size in fp64 from the step count, as torch computes them on the host. Every
 // operation is an explicit IEEE one (elementwise.cuh), so nvcc fuses nothing else.
-template <typename T, bool Amsgrad>
+//
+// NOTE [Low-precision steps on CUDA]: the states (S) may be in another dtype than the param
+// (T): fp32 or bf16 for fp32/fp16/bf16 params. They are read upcast to the math type and
+// stored rounded to nearest; the math is the same. With an fp32 master (ParamWrite::Master) w
+// is read from the master instead of the param, the master gets w and the param w rounded to
+// nearest; the param is not read. A bf16 param with a rounding key (ParamWrite::Stochastic) is
+// written as NOTE [Stochastic rounding] (ops/stochastic_rounding.h) says, with the bits of its
+// index in the whole tensor at this step. Both follow the CPU kernel element for element.
+// With S == T and ParamWrite::Nearest the kernel is the plain one.
+template <typename T, typename S, ParamWrite W, bool Amsgrad>
 struct AdamFunctor {
-  __device__ void operator()(const TensorListMetadata<6>& meta, AdamParams params) const {
+  static constexpr int kDepth = W == ParamWrite::Nearest ? 6 : 7;
+
+  __device__ void operator()(const TensorListMetadata<kDepth>& meta, AdamParams params) const {
     using Acc = typename OpMath<T>::type;
+    constexpr bool kMaster = W == ParamWrite::Master;
     const StepControl& control = params.control;
     if (control.skip != nullptr && *control.skip != 0.0f) {
       return;  // non-finite gradients: leave every tensor bit-identical
     }
-    const ChunkView<6> chunk = chunk_view<T>(meta);
-    const double step = *static_cast<const float*>(meta.addresses[kStep][chunk.tensor]);
+    const StepChunk chunk = step_chunk(meta);
+    const double step = chunk_step(meta, chunk, kStep);
     const double bias_correction1 = 1 - pow(params.beta1, step);
     const double bias_correction2 = 1 - pow(params.beta2, step);
     const Acc neg_step_size = static_cast<Acc>(-(params.lr / bias_correction1));
@@ -45,11 +59,16 @@ struct AdamFunctor {
     const Acc decay_factor = static_cast<Acc>(1 - params.lr * params.weight_decay);
     const bool use_multiplier = control.grad_multiplier != nullptr;
 
-    T* p = chunk.data<T>(kParam);
-    const T* g = chunk.data<T>(kGrad);
-    T* m = chunk.data<T>(kExpAvg);
-    T* v = chunk.data<T>(kExpAvgSq);
-    T* vmax = Amsgrad ? chunk.data<T>(kMaxExpAvgSq) : nullptr;
+    T* p = chunk_data<T>(meta, chunk, kParam);
+    const T* g = chunk_data<const T>(meta, chunk, kGrad);
+    S* m = chunk_data<S>(meta, chunk, kExpAvg);
+    S* v = chunk_data<S>(meta, chunk, kExpAvgSq);
+    S* vmax = Amsgrad ? chunk_data<S>(meta, chunk, kMaxExpAvgSq) : nullptr;
+    float* master = nullptr;
+    if constexpr (kMaster) {
+      master = chunk_data<float>(meta, chunk, kLast);
+    }
+    const ParamRounding<T, W> round_param = param_rounding<T, W>(meta, chunk, kLast, step);
 
     auto update = [&](Acc& pa, Acc ga, Acc& ma, Acc& va, Acc& vmaxa) {
       if (use_multiplier) {
@@ -80,81 +99,118 @@ struct AdamFunctor {
     constexpr int kVec = 16 / sizeof(T);
     const int64_t n = chunk.size;
     int64_t tail_start = 0;
-    const bool aligned = is_aligned<16>(p) && is_aligned<16>(g) && is_aligned<16>(m) &&
-                         is_aligned<16>(v) && (!Amsgrad || is_aligned<16>(vmax));
+    const bool aligned = vector_aligned<T, kVec>(p) && vector_aligned<T, kVec>(g) &&
+                         vector_aligned<S, kVec>(m) && vector_aligned<S, kVec>(v) &&
+                         (!Amsgrad || vector_aligned<S, kVec>(vmax)) &&
+                         (!kMaster || vector_aligned<float, kVec>(master));
     if (aligned) {
       using Vec = AlignedVector<T, kVec>;
+      using StateVec = AlignedVector<S, kVec>;
+      using MasterVec = AlignedVector<float, kVec>;
       const int64_t nvec = n / kVec;
       for (int64_t i = threadIdx.x; i < nvec; i += blockDim.x) {
-        Vec pv = reinterpret_cast<Vec*>(p)[i];
+        Vec pv;
+        MasterVec wv;
+        if constexpr (kMaster) {
+          wv = reinterpret_cast<MasterVec*>(master)[i];
+        } else {
+          pv = reinterpret_cast<Vec*>(p)[i];
+        }
         const Vec gv = reinterpret_cast<const Vec*>(g)[i];
-        Vec mv = reinterpret_cast<Vec*>(m)[i];
-        Vec vv = reinterpret_cast<Vec*>(v)[i];
-        Vec xv;
+        StateVec mv = reinterpret_cast<StateVec*>(m)[i];
+        StateVec vv = reinterpret_cast<StateVec*>(v)[i];
+        StateVec xv;
         if (Amsgrad) {
-          xv = reinterpret_cast<Vec*>(vmax)[i];
+          xv = reinterpret_cast<StateVec*>(vmax)[i];
         }
 #pragma unroll
         for (int j = 0; j < kVec; ++j) {
-          Acc pa = static_cast<Acc>(pv.val[j]), ma = static_cast<Acc>(mv.val[j]);
+          Acc pa;
+          if constexpr (kMaster) {
+            pa = wv.val[j];
+          } else {
+            pa = static_cast<Acc>(pv.val[j]);
+          }
+          Acc ma = static_cast<Acc>(mv.val[j]);
           Acc va = static_cast<Acc>(vv.val[j]);
           Acc xa = Amsgrad ? static_cast<Acc>(xv.val[j]) : Acc(0);
           update(pa, static_cast<Acc>(gv.val[j]), ma, va, xa);
-          pv.val[j] = static_cast<T>(pa);
-          mv.val[j] = static_cast<T>(ma);
-          vv.val[j] = static_cast<T>(va);
+          if constexpr (kMaster) {
+            wv.val[j] = pa;
+          }
+          pv.val[j] = round_param(i * kVec + j, pa);
+          mv.val[j] = static_cast<S>(ma);
+          vv.val[j] = static_cast<S>(va);
           if (Amsgrad) {
-            xv.val[j] = static_cast<T>(xa);
+            xv.val[j] = static_cast<S>(xa);
           }
         }
         reinterpret_cast<Vec*>(p)[i] = pv;
-        reinterpret_cast<Vec*>(m)[i] = mv;
-        reinterpret_cast<Vec*>(v)[i] = vv;
+        if constexpr (kMaster) {
+          reinterpret_cast<MasterVec*>(master)[i] = wv;
+        }
+        reinterpret_cast<StateVec*>(m)[i] = mv;
+        reinterpret_cast<StateVec*>(v)[i] = vv;
         if (Amsgrad) {
-          reinterpret_cast<Vec*>(vmax)[i] = xv;
+          reinterpret_cast<StateVec*>(vmax)[i] = xv;
         }
       }
       tail_start = nvec * kVec;
     }
     for (int64_t i = tail_start + threadIdx.x; i < n; i += blockDim.x) {
-      Acc pa = static_cast<Acc>(p[i]), ma = static_cast<Acc>(m[i]), va = static_cast<Acc>(v[i]);
+      Acc pa;
+      if constexpr (kMaster) {
+        pa = master[i];
+      } else {
+        pa = static_cast<Acc>(p[i]);
+      }
+      Acc ma = static_cast<Acc>(m[i]), va = static_cast<Acc>(v[i]);
       Acc xa = Amsgrad ? static_cast<Acc>(vmax[i]) : Acc(0);
       update(pa, static_cast<Acc>(g[i]), ma, va, xa);
-      p[i] = static_cast<T>(pa);
-      m[i] = static_cast<T>(ma);
-      v[i] = static_cast<T>(va);
+      if constexpr (kMaster) {
+        master[i] = pa;
+      }
+      p[i] = round_param(i, pa);
+      m[i] = static_cast<S>(ma);
+      v[i] = static_cast<S>(va);
       if (Amsgrad) {
-        vmax[i] = static_cast<T>(xa);
+        vmax[i] = static_cast<S>(xa);
       }
     }
   }
 };
 
-template <typename T>
-void adam_typed(const std::vector<std::array<void*, 6>>& tensors, const std::vector<int64_t>& numel,
+// The launch metadata and the functor's arguments travel in the kernel's parameter space,
+// which must stay under the classic 4 KB.
+static_assert(sizeof(TensorListMetadata<7>) + sizeof(AdamParams) + 16 <= 4096);
+
+template <typename T, typename S, ParamWrite W>
+void adam_typed(const std::vector<std::array<void*, 7>>& tensors, const std::vector<int64_t>& numel,
                 const AdamParams& params, cudaStream_t stream) {
-  if (params.amsgrad) {
-    multi_tensor_apply<6>(tensors, numel, 0, stream, AdamFunctor<T, true>(), params);
+  constexpr int kDepth = AdamFunctor<T, S, W, false>::kDepth;
+  auto run = [&](const auto& entries) {
+    if (params.amsgrad) {
+      multi_tensor_apply<kDepth>(entries, numel, 0, stream, AdamFunctor<T, S, W, true>(), params);
+    } else {
+      multi_tensor_apply<kDepth>(entries, numel, 0, stream, AdamFunctor<T, S, W, false>(), params);
+    }
+  };
+  if constexpr (kDepth == 7) {
+    run(tensors);
   } else {
-    multi_tensor_apply<6>(tensors, numel, 0, stream, AdamFunctor<T, false>(), params);
+    run(first_slots<kDepth>(tensors));  // the last slot is unused: one pointer less per tensor
   }
 }
 
 }  // namespace
 
-void launch_adam_step(DType dtype, const std::vector<std::array<void*, 6>>& tensors,
+void launch_adam_step(const StepKind& kind, const std::vector<std::array<void*, 7>>& tensors,
                       const std::vector<int64_t>& numel, const AdamParams& params,
                       cudaStream_t stream) {
-  switch (dtype) {
-    case DType::Float:
-      return adam_typed<float>(tensors, numel, params, stream);
-    case DType::Half:
-      return adam_typed<__half>(tensors, numel, params, stream);
-    case DType::BFloat16:
-      return adam_typed<__nv_bfloat16>(tensors, numel, params, stream);
-    case DType::Double:
-      return adam_typed<double>(tensors, numel, params, stream);
-  }
+  dispatch_step_kind(kind, [&](auto t, auto s, auto w) {
+    adam_typed<typename decltype(t)::type, typename decltype(s)::type, decltype(w)::value>(
+        tensors, numel, params, stream);
+  });
 }
 
 }  // namespace steadystep::cuda

@@ -17,14 +17,22 @@ namespace steadystep::cuda {
 
 namespace {
 
-// Pointer lists per dtype: param, grad, states..., step (the last slot).
+// Pointer lists per kernel (StepKind): param, grad, states..., step, the last slot (key_slot).
+// `states` are the param's state lists (the first one, when given, tells the state dtype);
+// `masters` is empty or holds one fp32 master per param; `rounding_keys` is empty or holds one
+// key per param, used for bf16 params (the checks refuse keys together with masters).
 template <int Depth>
 struct StepBuckets {
-  std::vector<std::array<void*, Depth>> tensors[DtypeBuckets::kCount];
-  std::vector<int64_t> numel[DtypeBuckets::kCount];
+  struct Bucket {
+    StepKind kind;
+    std::vector<std::array<void*, Depth>> tensors;
+    std::vector<int64_t> numel;
+  };
+  std::vector<Bucket> buckets;
 
   StepBuckets(at::TensorList params, at::TensorList grads,
-              std::initializer_list<at::TensorList> states, at::TensorList steps) {
+              std::initializer_list<at::TensorList> states, at::TensorList steps,
+              at::TensorList masters, c10::IntArrayRef rounding_keys) {
     for (size_t i = 0; i < params.size(); ++i) {
       if (params[i].numel() == 0) {
         continue;
@@ -33,14 +41,39 @@ struct StepBuckets {
       ptrs[0] = params[i].data_ptr();
       ptrs[1] = const_cast<void*>(grads[i].const_data_ptr());
       int slot = 2;
+      at::ScalarType state_dtype = params[i].scalar_type();
+      bool first_state = true;
       for (const auto& list : states) {
         ptrs[slot++] = list.empty() ? nullptr : list[i].data_ptr();
+        if (first_state && !list.empty()) {
+          state_dtype = list[i].scalar_type();
+        }
+        first_state = false;
       }
-      ptrs[Depth - 1] = const_cast<void*>(steps[i].const_data_ptr());
-      const int d = static_cast<int>(kernel_dtype(params[i].scalar_type()));
-      tensors[d].push_back(ptrs);
-      numel[d].push_back(params[i].numel());
+      ptrs[Depth - 2] = const_cast<void*>(steps[i].const_data_ptr());
+      ParamWrite write = ParamWrite::Nearest;
+      if (!masters.empty()) {
+        write = ParamWrite::Master;
+        ptrs[Depth - 1] = masters[i].data_ptr();
+      } else if (!rounding_keys.empty() && params[i].scalar_type() == at::kBFloat16) {
+        write = ParamWrite::Stochastic;
+        ptrs[Depth - 1] = key_slot(rounding_keys[i]);
+      }
+      add({kernel_dtype(params[i].scalar_type()), kernel_dtype(state_dtype), write}, ptrs,
+          params[i].numel());
     }
+  }
+
+ private:
+  void add(const StepKind& kind, const std::array<void*, Depth>& ptrs, int64_t numel) {
+    for (auto& b : buckets) {
+      if (b.kind.param == kind.param && b.kind.state == kind.state && b.kind.write == kind.write) {
+        b.tensors.push_back(ptrs);
+        b.numel.push_back(numel);
+        return;
+      }
+    }
+    buckets.push_back({kind, {ptrs}, {numel}});
   }
 };
 
@@ -66,8 +99,10 @@ void adam_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList 
                     at::TensorList steps, double lr, double beta1, double beta2, double eps,
                     double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
                     const std::optional<at::Tensor>& grad_multiplier,
-                    const std::optional<at::Tensor>& skip) {
-  check_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad);
+                    const std::optional<at::Tensor>& skip, at::TensorList master_params,
+                    c10::IntArrayRef rounding_keys) {
+  check_adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, amsgrad,
+                  master_params, rounding_keys);
   if (params.empty()) {
     return;
   }
@@ -78,11 +113,10 @@ void adam_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList 
   static_cast<AdamHyper&>(p) = {lr,           beta1,   beta2,    eps,
                                 weight_decay, amsgrad, maximize, decoupled_weight_decay};
   p.control = control_of(grad_multiplier, skip, params[0].device(), keep);
-  const StepBuckets<6> buckets(params, grads, {exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, steps);
-  for (int d = 0; d < DtypeBuckets::kCount; ++d) {
-    if (!buckets.tensors[d].empty()) {
-      launch_adam_step(static_cast<DType>(d), buckets.tensors[d], buckets.numel[d], p, stream);
-    }
+  const StepBuckets<7> buckets(params, grads, {exp_avgs, exp_avg_sqs, max_exp_avg_sqs}, steps,
+                               master_params, rounding_keys);
+  for (const auto& b : buckets.buckets) {
+    launch_adam_step(b.kind, b.tensors, b.numel, p, stream);
   }
 }
 
@@ -90,8 +124,9 @@ void sgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList m
                    at::TensorList steps, double lr, double momentum, double dampening,
                    double weight_decay, bool nesterov, bool maximize,
                    const std::optional<at::Tensor>& grad_multiplier,
-                   const std::optional<at::Tensor>& skip) {
-  check_sgd_step(params, grads, momentum_buffers, steps, momentum);
+                   const std::optional<at::Tensor>& skip, at::TensorList master_params,
+                   c10::IntArrayRef rounding_keys) {
+  check_sgd_step(params, grads, momentum_buffers, steps, momentum, master_params, rounding_keys);
   if (params.empty()) {
     return;
   }
@@ -101,11 +136,11 @@ void sgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList m
   SGDParams p;
   static_cast<SGDHyper&>(p) = {lr, momentum, dampening, weight_decay, nesterov, maximize};
   p.control = control_of(grad_multiplier, skip, params[0].device(), keep);
-  const StepBuckets<4> buckets(params, grads, {momentum_buffers}, steps);
-  for (int d = 0; d < DtypeBuckets::kCount; ++d) {
-    if (!buckets.tensors[d].empty()) {
-      launch_sgd_step(static_cast<DType>(d), buckets.tensors[d], buckets.numel[d], p, stream);
-    }
+  // Without momentum the buffers (if any) are not read: the param's dtype stands for them.
+  const at::TensorList buffers = momentum != 0 ? momentum_buffers : at::TensorList();
+  const StepBuckets<5> buckets(params, grads, {buffers}, steps, master_params, rounding_keys);
+  for (const auto& b : buckets.buckets) {
+    launch_sgd_step(b.kind, b.tensors, b.numel, p, stream);
   }
 }
 

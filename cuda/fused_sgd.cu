@@ -4,29 +4,34 @@
 
 #include "cuda/elementwise.cuh"
 #include "cuda/fused_optim.cuh"
+#include "cuda/fused_step.cuh"
 #include "cuda/multi_tensor_apply.cuh"
 
 namespace steadystep::cuda {
 
 namespace {
 
-constexpr int kParam = 0, kGrad = 1, kBuffer = 2, kStep = 3;
+constexpr int kParam = 0, kGrad = 1, kBuffer = 2, kStep = 3, kLast = 4;
 
 // The arithmetic of the CPU kernel (NOTE [Torch's rounding] in
 // csrc/cpu/fused_optim_kernels.cpp), torch's single-tensor SGD op by op: g = fma(p, wd, g);
 // buf = g on the first step, else fma(g, 1 - dampening, buf * momentum); g = fma(buf,
-// momentum, g) (nesterov) or buf; p = fma(g, -lr, p).
-template <typename T, bool Momentum>
+// momentum, g) (nesterov) or buf; p = fma(g, -lr, p). The momentum buffer (S) and the param
+// write (W) as NOTE [Low-precision steps on CUDA] in fused_adam.cu says.
+template <typename T, typename S, ParamWrite W, bool Momentum>
 struct SGDFunctor {
-  __device__ void operator()(const TensorListMetadata<4>& meta, SGDParams params) const {
+  static constexpr int kDepth = W == ParamWrite::Nearest ? 4 : 5;
+
+  __device__ void operator()(const TensorListMetadata<kDepth>& meta, SGDParams params) const {
     using Acc = typename OpMath<T>::type;
+    constexpr bool kMaster = W == ParamWrite::Master;
     const StepControl& control = params.control;
     if (control.skip != nullptr && *control.skip != 0.0f) {
       return;
     }
-    const ChunkView<4> chunk = chunk_view<T>(meta);
-    const bool first_step =
-        Momentum && *static_cast<const float*>(meta.addresses[kStep][chunk.tensor]) <= 1.0f;
+    const StepChunk chunk = step_chunk(meta);
+    const float step = chunk_step(meta, chunk, kStep);
+    const bool first_step = Momentum && step <= 1.0f;
     const Acc multiplier =
         control.grad_multiplier ? static_cast<Acc>(*control.grad_multiplier) : Acc(1);
     const bool use_multiplier = control.grad_multiplier != nullptr;
@@ -35,9 +40,14 @@ struct SGDFunctor {
     const Acc one_minus_dampening = static_cast<Acc>(1 - params.dampening);
     const Acc neg_lr = static_cast<Acc>(-params.lr);
 
-    T* p = chunk.data<T>(kParam);
-    const T* g = chunk.data<T>(kGrad);
-    T* buf = Momentum ? chunk.data<T>(kBuffer) : nullptr;
+    T* p = chunk_data<T>(meta, chunk, kParam);
+    const T* g = chunk_data<const T>(meta, chunk, kGrad);
+    S* buf = Momentum ? chunk_data<S>(meta, chunk, kBuffer) : nullptr;
+    float* master = nullptr;
+    if constexpr (kMaster) {
+      master = chunk_data<float>(meta, chunk, kLast);
+    }
+    const ParamRounding<T, W> round_param = param_rounding<T, W>(meta, chunk, kLast, step);
 
     auto update = [&](Acc& pa, Acc ga, Acc& ba) {
       if (use_multiplier) {
@@ -59,70 +69,103 @@ struct SGDFunctor {
     constexpr int kVec = 16 / sizeof(T);
     const int64_t n = chunk.size;
     int64_t tail_start = 0;
-    if (is_aligned<16>(p) && is_aligned<16>(g) && (!Momentum || is_aligned<16>(buf))) {
+    if (vector_aligned<T, kVec>(p) && vector_aligned<T, kVec>(g) &&
+        (!Momentum || vector_aligned<S, kVec>(buf)) &&
+        (!kMaster || vector_aligned<float, kVec>(master))) {
       using Vec = AlignedVector<T, kVec>;
+      using StateVec = AlignedVector<S, kVec>;
+      using MasterVec = AlignedVector<float, kVec>;
       const int64_t nvec = n / kVec;
       for (int64_t i = threadIdx.x; i < nvec; i += blockDim.x) {
-        Vec pv = reinterpret_cast<Vec*>(p)[i];
+        Vec pv;
+        MasterVec wv;
+        if constexpr (kMaster) {
+          wv = reinterpret_cast<MasterVec*>(master)[i];
+        } else {
+          pv = reinterpret_cast<Vec*>(p)[i];
+        }
         const Vec gv = reinterpret_cast<const Vec*>(g)[i];
-        Vec bv;
+        StateVec bv;
         if (Momentum) {
-          bv = reinterpret_cast<Vec*>(buf)[i];
+          bv = reinterpret_cast<StateVec*>(buf)[i];
         }
 #pragma unroll
         for (int j = 0; j < kVec; ++j) {
-          Acc pa = static_cast<Acc>(pv.val[j]);
+          Acc pa;
+          if constexpr (kMaster) {
+            pa = wv.val[j];
+          } else {
+            pa = static_cast<Acc>(pv.val[j]);
+          }
           Acc ba = Momentum ? static_cast<Acc>(bv.val[j]) : Acc(0);
           update(pa, static_cast<Acc>(gv.val[j]), ba);
-          pv.val[j] = static_cast<T>(pa);
+          if constexpr (kMaster) {
+            wv.val[j] = pa;
+          }
+          pv.val[j] = round_param(i * kVec + j, pa);
           if (Momentum) {
-            bv.val[j] = static_cast<T>(ba);
+            bv.val[j] = static_cast<S>(ba);
           }
         }
         reinterpret_cast<Vec*>(p)[i] = pv;
+        if constexpr (kMaster) {
+          reinterpret_cast<MasterVec*>(master)[i] = wv;
+        }
         if (Momentum) {
-          reinterpret_cast<Vec*>(buf)[i] = bv;
+          reinterpret_cast<StateVec*>(buf)[i] = bv;
         }
       }
       tail_start = nvec * kVec;
     }
     for (int64_t i = tail_start + threadIdx.x; i < n; i += blockDim.x) {
-      Acc pa = static_cast<Acc>(p[i]);
+      Acc pa;
+      if constexpr (kMaster) {
+        pa = master[i];
+      } else {
+        pa = static_cast<Acc>(p[i]);
+      }
       Acc ba = Momentum ? static_cast<Acc>(buf[i]) : Acc(0);
       update(pa, static_cast<Acc>(g[i]), ba);
-      p[i] = static_cast<T>(pa);
+      if constexpr (kMaster) {
+        master[i] = pa;
+      }
+      p[i] = round_param(i, pa);
       if (Momentum) {
-        buf[i] = static_cast<T>(ba);
+        buf[i] = static_cast<S>(ba);
       }
     }
   }
 };
 
-template <typename T>
-void sgd_typed(const std::vector<std::array<void*, 4>>& tensors, const std::vector<int64_t>& numel,
+static_assert(sizeof(TensorListMetadata<5>) + sizeof(SGDParams) + 16 <= 4096);
+
+template <typename T, typename S, ParamWrite W>
+void sgd_typed(const std::vector<std::array<void*, 5>>& tensors, const std::vector<int64_t>& numel,
                const SGDParams& params, cudaStream_t stream) {
-  if (params.momentum != 0) {
-    multi_tensor_apply<4>(tensors, numel, 0, stream, SGDFunctor<T, true>(), params);
+  constexpr int kDepth = SGDFunctor<T, S, W, false>::kDepth;
+  auto run = [&](const auto& entries) {
+    if (params.momentum != 0) {
+      multi_tensor_apply<kDepth>(entries, numel, 0, stream, SGDFunctor<T, S, W, true>(), params);
+    } else {
+      multi_tensor_apply<kDepth>(entries, numel, 0, stream, SGDFunctor<T, S, W, false>(), params);
+    }
+  };
+  if constexpr (kDepth == 5) {
+    run(tensors);
   } else {
-    multi_tensor_apply<4>(tensors, numel, 0, stream, SGDFunctor<T, false>(), params);
+    run(first_slots<kDepth>(tensors));  // the last slot is unused: one pointer less per tensor
   }
 }
 
 }  // namespace
 
-void launch_sgd_step(DType dtype, const std::vector<std::array<void*, 4>>& tensors,
+void launch_sgd_step(const StepKind& kind, const std::vector<std::array<void*, 5>>& tensors,
                      const std::vector<int64_t>& numel, const SGDParams& params,
                      cudaStream_t stream) {
-  switch (dtype) {
-    case DType::Float:
-      return sgd_typed<float>(tensors, numel, params, stream);
-    case DType::Half:
-      return sgd_typed<__half>(tensors, numel, params, stream);
-    case DType::BFloat16:
-      return sgd_typed<__nv_bfloat16>(tensors, numel, params, stream);
-    case DType::Double:
-      return sgd_typed<double>(tensors, numel, params, stream);
-  }
+  dispatch_step_kind(kind, [&](auto t, auto s, auto w) {
+    sgd_typed<typename decltype(t)::type, typename decltype(s)::type, decltype(w)::value>(
+        tensors, numel, params, stream);
+  });
 }
 
 }  // namespace steadystep::cuda

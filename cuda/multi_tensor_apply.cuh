@@ -31,8 +31,9 @@ constexpr int kMaxBlocksPerLaunch = 320;
 // The metadata must stay under the classic 4 KB kernel-parameter limit. These tensor counts,
 // by the number of pointers per tensor (Depth), keep it there with room for the functor's
 // own arguments.
-// (Depth 6 serves the optimizers: param, grad, up to three state tensors and the step.)
-constexpr int kMaxTensorsByDepth[] = {110, 64, 48, 36, 30, 24};
+// (Depth 6 serves the optimizers: param, grad, up to three state tensors and the step; Depth 7
+// adds an fp32 master or a rounding key per param, in as many bytes as Depth 6.)
+constexpr int kMaxTensorsByDepth[] = {110, 64, 48, 36, 30, 24, 21};
 
 /// Where a launch's blocks find their data. `addresses[d][i]` is the d-th pointer (grad,
 /// param, state, ...) of the launch's i-th tensor, `numel[i]` its element count.

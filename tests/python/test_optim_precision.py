@@ -42,6 +42,17 @@ bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
 # ---- helpers -------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tensors of a few thousand elements: one intra-op thread (OpenMP workers spinning on
+    shared cores cost 40x here). Results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
 def assert_bitwise(a, b, what=""):
     assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
     assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"

@@ -13,11 +13,14 @@ How the references are built and how closely they must agree:
   computed here in Python from the spec (an independent oracle of the hash).
 - Clipping: our norm is one fused pass over all gradients; torch's ``get_total_norm`` takes
   per-tensor norms (each rounded to fp32 after its square root) and then the norm of those.
-  The two differ by that rounding structure, not by the bf16 storage (measured over 300 random
-  sets of these shapes: at most 2 fp32 ulps for fp32 gradients, 3 for bf16/fp16 gradients
-  whose values are exactly the fp32 copies'), so the norms are compared with rtol 1e-6 (8 ulps)
-  and the reference then clips with *our* norm (``clip_grads_with_norm_``): the coefficient,
-  the clipped gradients and everything after them are then the same arithmetic, bitwise.
+  The two differ by that rounding structure, not by the bf16 storage: the reference's fp32
+  copies hold exactly the bf16 values. Measured over 300 random sets of these shapes against
+  the exact (fp64) norm: ours is within 1.6 fp32 ulps of it for fp32 and bf16 gradients alike,
+  torch's within 1.7 (fp32 gradients) and 3.8 (the fp32 copies of bf16 gradients, whose
+  per-tensor sums round differently); ours and torch's differ by at most 2 (fp32) and 3
+  (bf16/fp16) ulps. So the norms are compared with rtol 1e-6 (8 ulps) and the reference then
+  clips with *our* norm (``clip_grads_with_norm_``): the coefficient, the clipped gradients
+  and everything after them are then the same arithmetic, bitwise.
 - Statistics of stochastic rounding: a count of round-ups over n independent elements is
   binomial; each assertion allows 5 standard deviations (a false alarm has probability
   < 6e-7 per assertion).
@@ -630,7 +633,8 @@ def test_bf16_state_equals_fp32_reference_with_rounded_state(opt_name, param_dty
             w = state["master_param"] if masters else p
             want = q if masters or param_dtype == fp32 else q.detach().to(param_dtype)
             if not exact:
-                assert_close_scaled(w.float(), want.float(), 1e-5, what)
+                # CUDA: fp32 to 1e-5 (FMA contraction apart); a bf16 param may round one ulp apart.
+                assert_close_scaled(w.float(), want.float(), 1e-5 if w.dtype == fp32 else 2.0**-7, what)
             elif sqrt_ulp:
                 bound = 2.0**-22 * ((q - b).abs() + q.abs())
                 err = (w - q).abs()

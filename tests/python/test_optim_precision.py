@@ -926,3 +926,94 @@ def test_defaults_change_nothing():
         assert "master_param" not in opt.state[p]
         assert opt.state[p]["exp_avg"].dtype == bf16
     assert "rounding_seed" not in opt.state_dict() or opt.state_dict()["rounding_seed"] is None
+
+
+# ---- layouts, dtypes and copies with the options ---------------------------------------------
+
+
+def test_masters_of_non_contiguous_params_equal_fp32_torch_run():
+    """A transposed param (dense, walked flat beside a master laid out as it) and a strided
+    slice (stepped through a contiguous staging copy and written back): masters bitwise the
+    fp32 run, params the masters rounded to nearest."""
+    base = torch.randn(33, 64, generator=torch.Generator().manual_seed(4)).to(bf16)
+    wide = torch.randn(8, 20, generator=torch.Generator().manual_seed(5)).to(bf16)
+    ours = [torch.nn.Parameter(base.t()), torch.nn.Parameter(wide[:, ::2])]
+    ref = [torch.nn.Parameter(p.detach().float()) for p in ours]
+    assert not ours[0].is_contiguous() and not ours[1].is_contiguous()
+    opt = so.FusedAdamW(ours, lr=1e-2, master_weights=True, max_grad_norm=1.0)
+    topt = torch.optim.AdamW(ref, lr=1e-2, foreach=False)
+    for step in range(20):
+        set_grads(ours, ref, step)
+        opt.step()
+        torch.nn.utils.clip_grads_with_norm_(ref, 1.0, opt.last_grad_norm, foreach=False)
+        topt.step()
+        for p, q in zip(ours, ref):
+            assert_bitwise(opt.state[p]["master_param"], q.detach(), f"step {step}")
+            assert_bitwise(p, opt.state[p]["master_param"].to(bf16), f"step {step}")
+
+
+def test_complex_params_keep_their_state_dtype_and_take_no_master():
+    ours = [torch.nn.Parameter(torch.randn(6, dtype=torch.complex64)), torch.nn.Parameter(torch.randn(4, dtype=bf16))]
+    ref = [torch.nn.Parameter(ours[0].detach().clone()), torch.nn.Parameter(ours[1].detach().float())]
+    opt = so.FusedAdamW(ours, lr=1e-2, master_weights=True, state_dtype=bf16)
+    topt = torch.optim.AdamW(ref, lr=1e-2, foreach=False)
+    for step in range(5):
+        gen = torch.Generator().manual_seed(step)
+        g0 = torch.randn(6, dtype=torch.complex64, generator=gen)
+        g1 = torch.randn(4, generator=gen).to(bf16)
+        ours[0].grad, ref[0].grad = g0.clone(), g0.clone()
+        ours[1].grad, ref[1].grad = g1.clone(), g1.float()
+        opt.step()
+        topt.step()
+        round_state_(topt, ref[1:], ("exp_avg", "exp_avg_sq"), bf16)
+    assert "master_param" not in opt.state[ours[0]]
+    assert opt.state[ours[0]]["exp_avg"].dtype == torch.complex64
+    assert opt.state[ours[1]]["exp_avg"].dtype == bf16
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-6, atol=1e-6)  # as test_optim's complex cases
+    bound = 2.0**-22 * 10 * ref[1].abs().max().item()  # sqrt's last bit, see the bf16-state test
+    assert (opt.state[ours[1]]["master_param"] - ref[1]).abs().max().item() <= bound
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_deepcopy_and_pickle_keep_the_options(config):
+    import pickle
+
+    dtype, kw = CONFIGS[config]
+    torch.manual_seed(8)
+    ours_p, ref_p = make_params([dtype] * len(SHAPES))
+    opt = so.FusedSGD(groups_of(ours_p), momentum=0.9, **kw)
+    set_grads(ours_p, ref_p, 0)
+    opt.step()
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        for name in ("master_weights", "stochastic_rounding", "state_dtype", "rounding_seed"):
+            assert getattr(clone, name) == getattr(opt, name), name
+
+
+def test_loading_masters_into_an_optimizer_without_them_drops_them():
+    ours_p, ref_p = make_params([bf16] * len(SHAPES))
+    opt = so.FusedAdamW(ours_p, master_weights=True)
+    set_grads(ours_p, ref_p, 0)
+    opt.step()
+    plain_p = [torch.nn.Parameter(p.detach().clone()) for p in ours_p]
+    plain = so.FusedAdamW(plain_p)
+    plain.load_state_dict(roundtrip(opt.state_dict()))
+    for p in plain_p:
+        assert "master_param" not in plain.state[p]
+        assert plain.state[p]["exp_avg"].dtype == bf16  # the param's dtype, as without the option
+    set_grads(plain_p, ref_p, 1)
+    plain.step()
+
+
+def test_a_state_dict_without_a_seed_keeps_the_optimizers_seed():
+    # torch's own state_dicts carry no "rounding_seed": loading one leaves ours as it is.
+    ours_p, ref_p = make_params([bf16] * len(SHAPES))
+    torch.manual_seed(12)
+    opt = so.FusedAdamW(ours_p, stochastic_rounding=True)
+    seed = opt.rounding_seed
+    t = torch.optim.AdamW(ref_p)
+    set_grads(ref_p, ref_p, 0)
+    t.step()
+    opt.load_state_dict(roundtrip(t.state_dict()))
+    assert opt.rounding_seed == seed
+    for p in ours_p:
+        assert opt.state[p]["exp_avg"].dtype == bf16

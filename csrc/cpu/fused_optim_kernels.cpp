@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -92,6 +93,23 @@ inline A nan_maximum(A a, A b) {
 // loop is compiled per combination and vectorises branch-free) or a plain bool (the rarer
 // precision paths: one loop with the tests inside, which keeps the number of instantiations
 // down). `if (f.maximize)` reads either.
+// A value of the math type stored as T, rounded to nearest. bf16 is rounded here without a
+// branch (c10::BFloat16's constructor tests for nan first, which keeps GCC from vectorising
+// the loops that store it): ties to even, every nan to c10's 0x7fc0, the same bits.
+template <typename T, typename A>
+inline T narrow(A value) {
+  if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<A, float>) {
+    uint32_t u;
+    std::memcpy(&u, &value, sizeof u);
+    const uint32_t rounded = (u + 0x7fffU + ((u >> 16) & 1U)) >> 16;
+    const bool nan = (u & 0x7fffffffU) > 0x7f800000U;
+    return c10::BFloat16(static_cast<uint16_t>(nan ? 0x7fc0U : rounded),
+                         c10::BFloat16::from_bits());
+  } else {
+    return static_cast<T>(value);
+  }
+}
+
 template <typename Amsgrad, typename Maximize, typename Decoupled, typename Decay,
           typename Multiply>
 struct AdamFlags {
@@ -101,7 +119,6 @@ struct AdamFlags {
   Decay decay;
   Multiply multiply;
 };
-using RuntimeAdamFlags = AdamFlags<bool, bool, bool, bool, bool>;
 
 // Where a chunk's updated weights go (NOTE [Stochastic rounding] and the master weights): P is
 // the param's type, W the type the weights are read from and updated in (fp32 with a master,
@@ -129,13 +146,13 @@ struct WeightStore {
   void store(W* __restrict w, int64_t i, A value) const {
     if constexpr (Master) {
       w[i] = value;
-      param[i] = static_cast<P>(value);
+      param[i] = narrow<P>(value);
     } else if constexpr (Stochastic) {
       w[i] = c10::BFloat16(
           rounding::bf16_bits_stochastic(value, rounding::element_bits(stream, begin + i)),
           c10::BFloat16::from_bits());
     } else {
-      w[i] = static_cast<W>(value);
+      w[i] = narrow<W>(value);
     }
   }
 };
@@ -201,10 +218,10 @@ void adam_chunk(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& 
     Acc second = va;
     if (f.amsgrad) {
       second = nan_maximum(static_cast<Acc>(vmax[i]), va);  // torch.maximum(..., out=max)
-      vmax[i] = static_cast<S>(second);
+      vmax[i] = narrow<S>(second);
     }
-    m[i] = static_cast<S>(ma);
-    v[i] = static_cast<S>(va);
+    m[i] = narrow<S>(ma);
+    v[i] = narrow<S>(va);
     if constexpr (kTorchSqrt) {
       if (f.decay && f.decoupled) {
         w[i] = pa;
@@ -283,10 +300,16 @@ template <typename T>
 void adam_chunk_dispatch(const StepTensor& t, int64_t begin, int64_t n, const AdamHyper& h,
                          GradMultiplier mult) {
   const bool decay = h.weight_decay != 0;
+  // amsgrad stays a template flag here: its store is conditional, which a runtime test would
+  // leave in the loop as a branch (no vectorisation); the other switches are selects.
   const bool precision_path = with_precision<T>(t, [&](auto state, auto master, auto stochastic) {
-    adam_chunk<T, decltype(state), decltype(master)::value, decltype(stochastic)::value>(
-        t, begin, n, h, mult.value,
-        RuntimeAdamFlags{h.amsgrad, h.maximize, h.decoupled_weight_decay, decay, mult.active});
+    auto run = [&](auto amsgrad) {
+      adam_chunk<T, decltype(state), decltype(master)::value, decltype(stochastic)::value>(
+          t, begin, n, h, mult.value,
+          AdamFlags<decltype(amsgrad), bool, bool, bool, bool>{
+              amsgrad, h.maximize, h.decoupled_weight_decay, decay, mult.active});
+    };
+    h.amsgrad ? run(std::true_type{}) : run(std::false_type{});
   });
   if (precision_path) {
     return;
@@ -347,7 +370,7 @@ void sgd_chunk(const StepTensor& t, int64_t begin, int64_t n, const SGDHyper& h,
       // buf = grad.clone() first, then buf.mul_(momentum).add_(grad, alpha=1 - dampening)
       const Acc ba =
           first_step ? ga : fmadd(ga, one_minus_dampening, static_cast<Acc>(buf[i]) * momentum);
-      buf[i] = static_cast<S>(ba);
+      buf[i] = narrow<S>(ba);
       // grad.add(buf, alpha=momentum) (nesterov) or buf
       ga = h.nesterov ? fmadd(ba, momentum, ga) : ba;
     }

@@ -82,12 +82,12 @@ STEADYSTEP_HOST_DEVICE uint32_t element_bits(uint32_t stream, int64_t index) {
 STEADYSTEP_HOST_DEVICE uint16_t bf16_bits_stochastic(float x, uint32_t bits) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
-  if ((u & 0x7f800000U) == 0x7f800000U) {
-    // inf: the high half is exact; nan: keep the sign and make the payload quiet.
-    return static_cast<uint16_t>((u >> 16) | ((u & 0x007fffffU) != 0 ? 0x0040U : 0U));
-  }
-  u += bits & 0xffffU;
-  return static_cast<uint16_t>(u >> 16);
+  // Both outcomes, then a select: no branch, so the CPU loops around this vectorise.
+  // inf: the high half is exact; nan: keep the sign and make the payload quiet.
+  const bool special = (u & 0x7f800000U) == 0x7f800000U;
+  const uint32_t kept = (u >> 16) | ((u & 0x007fffffU) != 0 ? 0x0040U : 0U);
+  const uint32_t rounded = (u + (bits & 0xffffU)) >> 16;
+  return static_cast<uint16_t>(special ? kept : rounded);
 }
 
 }  // namespace steadystep::rounding

@@ -111,7 +111,7 @@ def adam_lists(seed):
 def adam(lists, grads_norm, max_grad_norm=1.0):
     skipped = torch.zeros((), dtype=torch.int64)
     norm = ops.fused_adam_(*lists, [2], [1e-2], [0.9], [0.999], [1e-8], [0.01], [False], [False], [True],
-                           max_grad_norm, 2.0, True, None, None, skipped, grads_norm, [], [], [], None)
+                           max_grad_norm, 2.0, True, None, None, skipped, grads_norm, [], [], [], None, [], None)
     return norm, skipped
 
 

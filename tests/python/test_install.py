@@ -5,7 +5,9 @@ of the README's install block run in order, then a clip + fused step with the in
 CPU only (STEADYSTEP_WITH_CUDA=0, the switch the README documents) to keep it to minutes: the
 CUDA build is the main build's job. torch comes from pip's cache where `make setup` filled it;
 without a network and without a cached or local torch wheel there is nothing to install from,
-and the test says so and skips."""
+and the test says so and skips. It also skips, saying how much it needs, where the disk cannot
+hold a second torch (its CUDA wheels are ~5 GiB installed): pip failing half-way for want of
+space says nothing about the README."""
 
 import os
 import re
@@ -66,6 +68,21 @@ def torch_is_installable() -> str | None:
         return f"offline ({host}: {error}) and no torch 2.11.0 wheel in PIP_FIND_LINKS: cannot install torch"
 
 
+def disk_is_roomy_enough(work: Path) -> str | None:
+    """None when `work`'s disk can hold another install of this interpreter's torch and its
+    dependencies, with room for their wheels on the way in; otherwise why not."""
+    import torch
+
+    site = Path(torch.__file__).resolve().parents[1]
+    installed = sum(f.stat().st_size for f in site.rglob("*") if f.is_file() and not f.is_symlink())
+    # The wheels are compressed; pip holds them (cache, unpack) while it installs.
+    needed = installed + installed // 2
+    free = shutil.disk_usage(work).free
+    if free < needed:
+        return f"{free / 2**30:.1f} GiB free under {work}; a fresh torch install needs about {needed / 2**30:.1f} GiB"
+    return None
+
+
 def test_readme_install_block_is_what_the_test_runs():
     commands = readme_install_commands()
     assert commands[-1].startswith("python -m pip install --no-build-isolation .")
@@ -79,6 +96,10 @@ def test_readme_install_from_a_clean_checkout():
     if reason:
         pytest.skip(reason)
     work = Path(tempfile.mkdtemp(prefix="steadystep-install-"))
+    reason = disk_is_roomy_enough(work)
+    if reason:
+        shutil.rmtree(work, ignore_errors=True)
+        pytest.skip(reason)
     try:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(work / "steadystep")], check=True, timeout=120)
         subprocess.run(["python3", "-m", "venv", str(work / "env")], check=True, timeout=120)

@@ -62,8 +62,11 @@ std::string format_float(double value) {
   return out;
 }
 
+void check_lr(double lr) {
+  TORCH_CHECK_VALUE(lr >= 0, "Invalid learning rate: ", format_float(lr));
+}
+
 void check_adam_hyper(const AdamHyper& h) {
-  TORCH_CHECK_VALUE(h.lr >= 0, "Invalid learning rate: ", format_float(h.lr));
   TORCH_CHECK_VALUE(h.eps >= 0, "Invalid epsilon value: ", format_float(h.eps));
   TORCH_CHECK_VALUE(h.beta1 >= 0 && h.beta1 < 1,
                     "Invalid beta parameter at index 0: ", format_float(h.beta1));
@@ -74,7 +77,6 @@ void check_adam_hyper(const AdamHyper& h) {
 }
 
 void check_sgd_hyper(const SGDHyper& h) {
-  TORCH_CHECK_VALUE(h.lr >= 0, "Invalid learning rate: ", format_float(h.lr));
   TORCH_CHECK_VALUE(h.momentum >= 0, "Invalid momentum value: ", format_float(h.momentum));
   TORCH_CHECK_VALUE(h.weight_decay >= 0,
                     "Invalid weight_decay value: ", format_float(h.weight_decay));

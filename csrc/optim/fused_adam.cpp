@@ -83,6 +83,7 @@ void FusedAdamParamState::serialize(torch::serialize::InputArchive& archive) {
 FusedAdam::FusedAdam(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
                      FusedAdamOptions defaults)
     : FusedOptimizer(param_groups, std::make_unique<FusedAdamOptions>(defaults)) {
+  check_lr(defaults.lr());
   check_adam_hyper({defaults.lr(), std::get<0>(defaults.betas()), std::get<1>(defaults.betas()),
                     defaults.eps(), defaults.weight_decay(), defaults.amsgrad(),
                     defaults.maximize(), defaults.decoupled_weight_decay()});

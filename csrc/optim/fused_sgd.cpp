@@ -69,6 +69,7 @@ void FusedSGDParamState::serialize(torch::serialize::InputArchive& archive) {
 FusedSGD::FusedSGD(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
                    FusedSGDOptions defaults)
     : FusedOptimizer(param_groups, std::make_unique<FusedSGDOptions>(defaults)) {
+  check_lr(defaults.lr());
   check_sgd_hyper({defaults.lr(), defaults.momentum(), defaults.dampening(),
                    defaults.weight_decay(), defaults.nesterov(), defaults.maximize()});
   check_clip_settings(defaults.max_grad_norm(), defaults.norm_type());

@@ -165,12 +165,14 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "check_adam",
       [](double lr, double beta1, double beta2, double eps, double weight_decay) {
+        steadystep::check_lr(lr);
         steadystep::check_adam_hyper({lr, beta1, beta2, eps, weight_decay, false, false, false});
       },
       py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"));
   m.def(
       "check_sgd",
       [](double lr, double momentum, double dampening, double weight_decay, bool nesterov) {
+        steadystep::check_lr(lr);
         steadystep::check_sgd_hyper({lr, momentum, dampening, weight_decay, nesterov, false});
       },
       py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"),

@@ -278,6 +278,26 @@ TEST(FusedOptimizers, LibTorchSchedulersDriveThem) {
   EXPECT_DOUBLE_EQ(adam.param_groups()[0].options().get_lr(), 0.005);
 }
 
+// LibTorch checks lr >= 0 in the constructors only; a scheduler (or the user) may take it below
+// zero later, and the step then ascends the gradient. Ours steps the same.
+TEST(FusedOptimizers, AnLrTakenBelowZeroLaterStepsLikeLibTorch) {
+  auto fused_params = fresh_params();
+  auto torch_params = fresh_params();
+  steadystep::FusedSGD fused(fused_params, steadystep::FusedSGDOptions(0.1).momentum(0.9));
+  torch::optim::SGD reference(torch_params, torch::optim::SGDOptions(0.1).momentum(0.9));
+  run(fused, fused_params, 0, 3);
+  run(reference, torch_params, 0, 3);
+  fused.param_groups()[0].options().set_lr(-0.05);
+  reference.param_groups()[0].options().set_lr(-0.05);
+  run(fused, fused_params, 3, 6);
+  run(reference, torch_params, 3, 6);
+  for (size_t k = 0; k < fused_params.size(); ++k) {
+    expect_close(fused_params[k].detach(), torch_params[k].detach(), "param " + std::to_string(k));
+  }
+  EXPECT_THROW(steadystep::FusedSGD(fresh_params(), steadystep::FusedSGDOptions(-0.1)),
+               c10::ValueError);
+}
+
 // ---- Archives shared with LibTorch's optimizers (NOTE [Optimizer archives]) ----
 
 namespace archives {

@@ -302,7 +302,7 @@ def test_bad_arguments_raise_before_anything_changes(make, word):
     assert all(torch.equal(p, b) for p, b in zip(params, before))
 
 
-def test_sparse_grads_and_bad_lr_at_step_time_change_nothing():
+def test_sparse_grads_and_bad_hyper_parameters_at_step_time_change_nothing():
     params = make_params()
     opt = so.FusedAdam(params, max_grad_norm=1.0)
     set_grads(params, make_params(), 0)
@@ -311,8 +311,8 @@ def test_sparse_grads_and_bad_lr_at_step_time_change_nothing():
     with pytest.raises(RuntimeError, match="sparse|strided"):
         opt.step()
     params[1].grad = torch.zeros(params[1].shape)
-    opt.param_groups[0]["lr"] = -1.0  # e.g. a scheduler gone wrong
-    with pytest.raises(ValueError, match="learning rate"):
+    opt.param_groups[0]["eps"] = -1.0  # (a negative lr is torch's gradient ascent: test_optim_compat)
+    with pytest.raises(ValueError, match="epsilon"):
         opt.step()
     assert all(torch.equal(p, b) for p, b in zip(params, before))
     assert all(opt.state[p]["step"].item() == 0 for p in params)

@@ -407,6 +407,29 @@ def test_three_betas_raise_at_step_as_torch():
     assert results[0] == results[1] and results[0][0] is ValueError
 
 
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_a_scheduler_may_take_the_lr_below_zero_as_with_torch(name):
+    """torch checks lr >= 0 in the constructor only: LambdaLR with a cosine drives it negative and
+    torch's step ascends the gradient. Ours steps the same, bit for bit."""
+    make_ours, make_torch = PAIRS[name]
+    ours, theirs = make_params(), make_params()
+    opt, ref = make_ours(ours), make_torch(theirs)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda e: math.cos(e)) for o in (opt, ref)]
+    lrs = []
+    for step in range(8):
+        grads = random_grads(ours, step)
+        set_grads(ours, grads)
+        set_grads(theirs, grads)
+        opt.step()
+        ref.step()
+        for s in scheds:
+            s.step()
+        lrs.append(opt.param_groups[0]["lr"])
+        for p, q in zip(ours, theirs):
+            assert torch.equal(p, q), step
+    assert min(lrs) < 0
+
+
 def test_skip_nonfinite_and_write_back_grads_must_be_bools():
     for kwargs in (dict(skip_nonfinite="no"), dict(write_back_grads=1)):
         for cls in (so.FusedAdam, so.FusedAdamW, so.FusedSGD):

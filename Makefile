@@ -9,7 +9,7 @@ CMAKE_GENERATOR ?= $(if $(shell command -v ninja),Ninja,Unix Makefiles)
 # An interpreter given by name (PY=python3, on a machine without the venv) is looked up on PATH.
 PY_PATH = $(if $(findstring /,$(PY)),$(abspath $(PY)),$(shell command -v $(PY)))
 
-.PHONY: all setup configure build python test sanitize demo demo-picture format clean
+.PHONY: all setup configure build python test sanitize gpu-check gpu-carry demo demo-picture format clean
 
 all: build
 
@@ -42,6 +42,23 @@ sanitize: setup
 	@grep -E "steadystep:" build-sanitize.configure.log || true
 	cmake --build --preset sanitize -j $(JOBS)
 	ctest --preset sanitize -j $(JOBS)
+
+# The whole CUDA story on a machine with an NVIDIA GPU (scripts/gpu_check.sh, docs/BUILDING.md):
+# build for TORCH_CUDA_ARCH_LIST, every GoogleTest and pytest case with no skip for want of CUDA,
+# compute-sanitizer's four tools over every CUDA path, the benchmarks; logs under GPU_CHECK_LOGS
+# ($OUT on the lent GPU machines), a summary table last. STAGES="build ctest" runs a part. The
+# interpreter is the project .venv's where there is one, else python3 (the GPU machines' own).
+GPU_PY = $(if $(filter command line environment,$(origin PY)),$(PY),$(if $(wildcard .venv/bin/python),.venv/bin/python,python3))
+gpu-check:
+	PY=$(GPU_PY) BUILD=$(BUILD) JOBS=$(JOBS) $(if $(GPU_CHECK_LOGS),LOGS=$(GPU_CHECK_LOGS)) scripts/gpu_check.sh
+
+# What the lent GPU machines lack, gathered here (git-ignored) for the device tool to carry:
+# GoogleTest's sources (gtest-src/) and the test-only reference wheels of requirements-dev.txt
+# that their image does not hold (.whl/; pure Python, for its python3.12).
+gpu-carry:
+	rm -rf gtest-src && cp -r /usr/src/googletest gtest-src
+	$(PY) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp -d .whl $$(grep -E '^(zclip|autoclip)==' requirements-dev.txt)
 
 # The main demo: exploding gradients (inf records: three ways) and finite spikes (no clipping,
 # max_grad_norm, ZScoreClip, SpikeSkip) side by side (see examples/cpp/exploding_gradients.cpp).

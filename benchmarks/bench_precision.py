@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import GPT2_SMALL_SHAPES, sync  # noqa: E402
+from common import GPT2_SMALL_SHAPES, gpt2_shapes, sync  # noqa: E402
 
 from steadystep import optim as so  # noqa: E402
 
@@ -42,15 +42,7 @@ BF16 = torch.bfloat16
 PLAIN_BF16 = "bf16 FusedAdamW"
 
 
-def gpt2_like_shapes(vocab: int, context: int, width: int, blocks: int) -> list[tuple[int, ...]]:
-    shapes = [(vocab, width), (context, width)]
-    for _ in range(blocks):
-        shapes += [(width,), (width,), (width, 3 * width), (3 * width,), (width, width), (width,),
-                   (width,), (width,), (width, 4 * width), (4 * width,), (4 * width, width), (width,)]
-    return shapes + [(width,), (width,)]
-
-
-SIZES = {"gpt2": GPT2_SMALL_SHAPES, "small": gpt2_like_shapes(8192, 256, 256, 4)}
+SIZES = {"gpt2": GPT2_SMALL_SHAPES, "small": gpt2_shapes(8192, 256, 256, 4)}
 
 
 def contenders(device: str) -> dict:

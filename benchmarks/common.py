@@ -6,13 +6,18 @@ from typing import Callable
 
 import torch
 
-# GPT-2 small (124M parameters, 148 tensors): token and position embeddings, 12 blocks of
-# (ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj), final layer norm.
-GPT2_SMALL_SHAPES = [(50257, 768), (1024, 768)]
-for _ in range(12):
-    GPT2_SMALL_SHAPES += [(768,), (768,), (768, 2304), (2304,), (768, 768), (768,),
-                          (768,), (768,), (768, 3072), (3072,), (3072, 768), (768,)]
-GPT2_SMALL_SHAPES += [(768,), (768,)]
+def gpt2_shapes(vocab: int, context: int, width: int, blocks: int) -> list[tuple[int, ...]]:
+    """A GPT-2's parameter shapes: token and position embeddings, `blocks` blocks of (ln_1,
+    attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj), final layer norm."""
+    shapes = [(vocab, width), (context, width)]
+    for _ in range(blocks):
+        shapes += [(width,), (width,), (width, 3 * width), (3 * width,), (width, width), (width,),
+                   (width,), (width,), (width, 4 * width), (4 * width,), (4 * width, width), (width,)]
+    return shapes + [(width,), (width,)]
+
+
+GPT2_SMALL_SHAPES = gpt2_shapes(50257, 1024, 768, 12)  # 124M parameters, 148 tensors
+GPT2_XL_SHAPES = gpt2_shapes(50257, 1024, 1600, 48)  # 1.56B parameters, 580 tensors
 
 
 def small_shapes(count: int = 2000, seed: int = 0) -> list[tuple[int]]:
@@ -61,6 +66,19 @@ def copy_bandwidth(device: str, elements: int = 64 * 2**20) -> float:
     y = torch.empty_like(x)
     t = median_time(lambda: y.copy_(x), device)
     return 2 * 4 * elements / t / 1e9
+
+
+def kernels_per_call(fn: Callable[[], object]) -> int:
+    """CUDA kernels one call of `fn` launches (torch.profiler; copies and memsets not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and not e.name.startswith(("Memcpy", "Memset")))
 
 
 def peak_memory(fn: Callable[[], object], device: str) -> int:

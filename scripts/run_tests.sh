@@ -11,7 +11,7 @@ ctest --test-dir "$BUILD" --output-on-failure -j "${CTEST_JOBS:-2}"
 ctest_rc=$?
 
 echo "== pytest"
-STEADYSTEP_BUILD_DIR="$BUILD" STEADYSTEP_REQUIRE_CPP_DRIVER=1 "$PY" -m pytest tests/python -q -p no:warnings
+STEADYSTEP_BUILD_DIR="$BUILD" STEADYSTEP_REQUIRE_CPP_DRIVER=1 "$PY" -m pytest tests/python -q -p no:warnings --durations=15
 pytest_rc=$?
 # pytest exits 5 when it collected nothing: that is a failure of the suite, not a pass.
 

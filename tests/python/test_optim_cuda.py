@@ -146,7 +146,9 @@ def test_more_than_2_to_the_31_elements_through_the_norm_and_the_adam_step():
 
 
 def scheduler_cases():
-    return [pytest.param(case, id=f"{case.name}-{i}") for i, case in enumerate(parity_cases(steps=8) + extra_cases(steps=8))]
+    # Built for 200 steps (OneCycleLR's steps_per_epoch is steps // 100), stepped 8 times.
+    cases = parity_cases(steps=200) + extra_cases(steps=200)
+    return [pytest.param(case, id=f"{case.name}-{i}") for i, case in enumerate(cases)]
 
 
 @CUDA

@@ -8,13 +8,13 @@
 #include <steadystep/guard.h>
 #include <steadystep/optim.h>
 
+#include "driver_common.h"
+
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include <torch/serialize.h>
 #include <torch/torch.h>
 
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,16 +22,9 @@ namespace py = pybind11;
 
 namespace {
 
-using Flat = std::vector<double>;
-
-torch::Tensor from_flat(const Flat& values, const std::vector<int64_t>& shape) {
-  return torch::tensor(values, torch::kDouble).to(torch::kFloat).reshape(shape);
-}
-
-Flat to_flat(const torch::Tensor& t) {
-  const torch::Tensor d = t.detach().to(torch::kDouble).contiguous().reshape({-1});
-  return Flat(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
-}
+using steadystep::test::Flat;
+using steadystep::test::from_flat;
+using steadystep::test::to_flat;
 
 // The policies the Python test builds under the same names.
 std::vector<std::shared_ptr<steadystep::GradientGuard>> make_guard(const std::string& name) {
@@ -78,19 +71,10 @@ py::dict run(const std::vector<Flat>& init, const std::vector<std::vector<int64_
   std::vector<Flat> decisions;
   for (size_t t = 0; t < grads.size(); ++t) {
     if (static_cast<int64_t>(t) == resume_at) {
-      std::stringstream opt_stream;
-      torch::save(*opt, opt_stream);
-      std::stringstream param_stream;
-      torch::save(params, param_stream);
-      std::vector<torch::Tensor> loaded;
-      torch::load(loaded, param_stream);
-      params.clear();
-      for (auto& p : loaded) {
-        params.push_back(p.detach().clone().requires_grad_());
-      }
-      policies = make_guard(guard);  // fresh policies: the archive restores their states
-      opt = make_optimizer(params, policies);
-      torch::load(*opt, opt_stream);
+      steadystep::test::resume_from_checkpoint(opt, params, [&](const auto& reloaded) {
+        policies = make_guard(guard);  // fresh policies: the archive restores their states
+        return make_optimizer(reloaded, policies);
+      });
     }
     for (size_t i = 0; i < params.size(); ++i) {
       params[i].mutable_grad() = from_flat(grads[t][i], shapes[i]);

@@ -9,14 +9,14 @@
 
 #include <steadystep/optim.h>
 
+#include "driver_common.h"
+
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include <torch/serialize.h>
 #include <torch/torch.h>
 
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -25,7 +25,9 @@ namespace py = pybind11;
 
 namespace {
 
-using Flat = std::vector<double>;
+using steadystep::test::Flat;
+using steadystep::test::from_flat;
+using steadystep::test::to_flat;
 
 torch::ScalarType dtype_of(const std::string& name) {
   if (name == "float32") return torch::kFloat;
@@ -48,16 +50,6 @@ std::string name_of(torch::ScalarType dtype) {
     default:
       return c10::toString(dtype);
   }
-}
-
-torch::Tensor from_flat(const Flat& values, const std::vector<int64_t>& shape,
-                        torch::ScalarType dtype) {
-  return torch::tensor(values, torch::kDouble).to(dtype).reshape(shape);
-}
-
-Flat to_flat(const torch::Tensor& t) {
-  const torch::Tensor d = t.detach().to(torch::kDouble).contiguous().reshape({-1});
-  return Flat(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
 }
 
 // The Python test builds the same: two groups, the second at half the lr.
@@ -161,19 +153,10 @@ py::dict run(const std::string& kind, const std::string& dtype, bool master_weig
   auto opt = make_optimizer(params, settings);
   for (size_t t = 0; t < grads.size(); ++t) {
     if (static_cast<int64_t>(t) == resume_at) {
-      std::stringstream opt_stream;
-      torch::save(*opt, opt_stream);
-      std::stringstream param_stream;
-      torch::save(params, param_stream);
-      std::vector<torch::Tensor> loaded;
-      torch::load(loaded, param_stream);
-      params.clear();
-      for (auto& p : loaded) {
-        params.push_back(p.detach().clone().requires_grad_());
-      }
-      torch::manual_seed(torch_seed + 1);
-      opt = make_optimizer(params, settings);
-      torch::load(*opt, opt_stream);
+      steadystep::test::resume_from_checkpoint(opt, params, [&](const auto& reloaded) {
+        torch::manual_seed(torch_seed + 1);
+        return make_optimizer(reloaded, settings);
+      });
     }
     for (size_t i = 0; i < params.size(); ++i) {
       params[i].mutable_grad() = from_flat(grads[t][i], shapes[i], param_dtype);

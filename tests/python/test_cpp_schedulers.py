@@ -6,33 +6,18 @@ LibTorch optimizer. `make test` sets STEADYSTEP_REQUIRE_CPP_DRIVER=1, so a missi
 there instead of skipping.
 """
 
-import importlib
 import math
-import os
-import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import cpp_driver
 from scheduler_cases import BASE_LRS, TORCH, as_kwargs, extra_cases, parity_cases, run
 from steadystep import lr_scheduler as ss
 
 
-def _load_driver():
-    build = Path(os.environ.get("STEADYSTEP_BUILD_DIR", Path(__file__).resolve().parents[2] / "build")).resolve()
-    sys.path.insert(0, str(build / "tests" / "cpp"))
-    try:
-        return importlib.import_module("_scheduler_driver")
-    except ImportError:
-        if os.environ.get("STEADYSTEP_REQUIRE_CPP_DRIVER") == "1":
-            raise
-        pytest.skip(f"the C++ test driver is not built under {build} (configure with STEADYSTEP_BUILD_TESTS=ON)",
-                    allow_module_level=True)
-    finally:
-        sys.path.pop(0)
 
 
-driver = _load_driver()
+driver = cpp_driver("_scheduler_driver", module_level=True)
 
 PARITY = parity_cases(seed=0)
 EXTRAS = extra_cases()

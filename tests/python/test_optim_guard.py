@@ -24,15 +24,13 @@ What is compared, and how closely:
 """
 
 import copy
-import importlib
 import io
 import math
-import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import cpp_driver
 
 import steadystep
 from steadystep.optim import FusedAdamW, FusedSGD
@@ -650,17 +648,6 @@ def test_cuda_graph_captured_guarded_step_matches_eager():
 # ---------------------------------------------------------------------------------------------
 # C++ and Python give the same sequence
 
-def _guard_driver():
-    build = Path(os.environ.get("STEADYSTEP_BUILD_DIR", Path(__file__).resolve().parents[2] / "build")).resolve()
-    sys.path.insert(0, str(build / "tests" / "cpp"))
-    try:
-        return importlib.import_module("_guard_driver")
-    except ImportError:
-        if os.environ.get("STEADYSTEP_REQUIRE_CPP_DRIVER") == "1":
-            raise
-        pytest.skip(f"the C++ test driver is not built under {build} (configure with STEADYSTEP_BUILD_TESTS=ON)")
-    finally:
-        sys.path.pop(0)
 
 
 @pytest.mark.parametrize("resume_at", [-1, 150], ids=["straight", "resumed"])
@@ -669,7 +656,7 @@ def test_cpp_optimizer_gives_the_same_sequence(name, resume_at):
     """tests/cpp/guard_driver.cpp runs steadystep::FusedAdam (AdamW) with the same policies
     (_guards) on the same gradients, optionally through torch::save / torch::load mid-run:
     norms, coefficients, skips, params and guard states equal bitwise (same ops, same kernels)."""
-    driver = _guard_driver()
+    driver = cpp_driver("_guard_driver")
     steps = 300
     seq = [[g.double() for g in grads] for grads in grad_sequence(torch.float32, steps=steps)]
     init = initial_params(torch.float32)

@@ -9,14 +9,12 @@ masters, state (values and dtypes), the skip count and the rounding seed are equ
 seed is drawn from torch's default generator after torch.manual_seed on both sides.
 """
 
-import importlib
 import io
-import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import cpp_driver
 
 from steadystep.optim import FusedAdamW, FusedSGD
 
@@ -29,17 +27,6 @@ TORCH_SEED = 1234
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _precision_driver():
-    build = Path(os.environ.get("STEADYSTEP_BUILD_DIR", Path(__file__).resolve().parents[2] / "build")).resolve()
-    sys.path.insert(0, str(build / "tests" / "cpp"))
-    try:
-        return importlib.import_module("_precision_driver")
-    except ImportError:
-        if os.environ.get("STEADYSTEP_REQUIRE_CPP_DRIVER") == "1":
-            raise
-        pytest.skip(f"the C++ test driver is not built under {build} (configure with STEADYSTEP_BUILD_TESTS=ON)")
-    finally:
-        sys.path.pop(0)
 
 
 def initial_params(dtype):
@@ -110,7 +97,7 @@ CASES = [
 @pytest.mark.parametrize("kind,dtype,master_weights,stochastic_rounding,state_dtype", CASES,
                          ids=["-".join(str(v) for v in case) for case in CASES])
 def test_cpp_and_python_agree_bitwise(kind, dtype, master_weights, stochastic_rounding, state_dtype, resume_at):
-    driver = _precision_driver()
+    driver = cpp_driver("_precision_driver")
     seq = grad_sequence(DTYPES[dtype])
     init = initial_params(DTYPES[dtype])
     got = driver.run(kind, dtype, master_weights, stochastic_rounding, state_dtype, TORCH_SEED,
@@ -150,7 +137,7 @@ def test_cpp_and_python_agree_bitwise(kind, dtype, master_weights, stochastic_ro
 def test_stochastic_rounding_differs_from_nearest_and_between_seeds():
     """The agreement above is about a rounding that matters: with stochastic rounding the C++
     run differs from the round-to-nearest run and from a run under another seed."""
-    driver = _precision_driver()
+    driver = cpp_driver("_precision_driver")
     seq = grad_sequence(torch.bfloat16)
     init = [p.double().flatten().tolist() for p in initial_params(torch.bfloat16)]
     grads = [[g.double().flatten().tolist() for g in gs] for gs in seq]
